@@ -1,0 +1,1 @@
+"""Local stand-ins for the tests, the demo and the benchmark. Never deployed (.funcignore)."""

@@ -1,0 +1,131 @@
+"""The project's exceptions, in one small tree.
+
+    ExportError                      base of everything raised on purpose
+    ├── SettingsError                a required app setting is missing or malformed
+    ├── DefinitionError              an export definition is invalid (names the field)
+    ├── InputError                   the segment cannot be read (names file, line, field)
+    │   └── SnapshotNotFoundError    no snapshot folder for the segment
+    ├── ConsentError                 the connection's privacy consent is not given
+    ├── SecretError                  the Klaviyo key could not be fetched (missing, denied)
+    ├── KlaviyoError                 Klaviyo answered with an error
+    │   ├── KlaviyoRetriableError    429, 5xx, timeouts, dropped connections
+    │   └── KlaviyoFatalError        400/401/403/404...: stop the run with Klaviyo's detail
+    └── RunConflictError             another run of the same export holds the lock
+
+A rejected row is not an exception: it is counted and reported by the run.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConsentError",
+    "DefinitionError",
+    "ExportError",
+    "InputError",
+    "KlaviyoError",
+    "KlaviyoFatalError",
+    "KlaviyoRetriableError",
+    "RunConflictError",
+    "SecretError",
+    "SettingsError",
+    "SnapshotNotFoundError",
+]
+
+
+class ExportError(Exception):
+    """Base class of the errors this project raises on purpose."""
+
+
+class SettingsError(ExportError):
+    """A required app setting is missing or malformed."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"setting {name}: {message}")
+        self.name = name
+
+
+class DefinitionError(ExportError):
+    """An export definition is invalid; ``field`` is a dotted path such as ``mapping.email``."""
+
+    def __init__(self, field: str, message: str, *, source: str | None = None) -> None:
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{field}: {message}" if field else f"{where}{message}")
+        self.field = field
+        self.detail = message
+        self.source = source
+
+
+class InputError(ExportError):
+    """The segment's files cannot be used as they are."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        where = ""
+        if file:
+            where = file if line is None else f"{file}:{line}"
+            where += ": "
+        if field:
+            where += f"field {field!r}: "
+        super().__init__(f"{where}{message}")
+        self.file = file
+        self.line = line
+        self.field = field
+        self.detail = message
+
+
+class SnapshotNotFoundError(InputError):
+    """No ``YYYY/MM/DD/HHMM`` snapshot folder holds data files for the segment."""
+
+
+class ConsentError(ExportError):
+    """The export's connection has not recorded the privacy consent."""
+
+
+class SecretError(ExportError):
+    """The Klaviyo API key could not be obtained."""
+
+
+class KlaviyoError(ExportError):
+    """Klaviyo (or the network in front of it) answered with an error."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        errors: list[dict] | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or []
+        self.method = method
+        self.url = url
+
+
+class KlaviyoRetriableError(KlaviyoError):
+    """Worth another try, after ``retry_after`` seconds when Klaviyo said so."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class KlaviyoFatalError(KlaviyoError):
+    """Retrying cannot help (bad key, missing list, malformed request)."""
+
+
+class RunConflictError(ExportError):
+    """Another run of the same export is in progress."""
+
+    def __init__(self, export: str, run_id: str | None) -> None:
+        super().__init__(f"export {export!r} already has a run in progress ({run_id or 'unknown'})")
+        self.export = export
+        self.run_id = run_id
