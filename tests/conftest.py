@@ -9,7 +9,7 @@ from azure.storage.blob import BlobServiceClient
 
 from devtools.azurite import Azurite
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.fixtures_sandbox", "tests.fixtures_keyvault"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Fixtures for the keyvault stand-in (filled in by its module owner)."""
