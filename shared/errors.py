@@ -3,6 +3,7 @@
     ExportError                      base of everything raised on purpose
     ├── SettingsError                a required app setting is missing or malformed
     ├── DefinitionError              an export definition is invalid (names the field)
+    ├── NotFoundError                no such export definition or run
     ├── InputError                   the segment cannot be read (names file, line, field)
     │   └── SnapshotNotFoundError    no snapshot folder for the segment
     ├── ConsentError                 the connection's privacy consent is not given
@@ -25,6 +26,7 @@ __all__ = [
     "KlaviyoError",
     "KlaviyoFatalError",
     "KlaviyoRetriableError",
+    "NotFoundError",
     "RunConflictError",
     "SecretError",
     "SettingsError",
@@ -53,6 +55,10 @@ class DefinitionError(ExportError):
         self.field = field
         self.detail = message
         self.source = source
+
+
+class NotFoundError(ExportError):
+    """No export definition (or run) of that name."""
 
 
 class InputError(ExportError):

@@ -119,7 +119,8 @@ class Settings:
         key = "set" if self.local_api_key else "unset"
         return (
             f"Settings(app_storage={self.app_storage!r}, "
-            f"segments_storage={self.segments_storage!r}, state_container={self.state_container!r}, "
+            f"segments_storage={self.segments_storage!r}, "
+            f"state_container={self.state_container!r}, "
             f"key_vault_url={self.key_vault_url!r}, klaviyo_base_url={self.klaviyo_base_url!r}, "
             f"klaviyo_revision={self.klaviyo_revision!r}, KLAVIYO_API_KEY {key})"
         )

@@ -1,0 +1,112 @@
+"""Wires settings to an export run: storage clients, the Klaviyo key, the run's store.
+
+The CLI and the functions both call ``run_definition``; clients are created once per
+process and reused across runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from shared.definitions import ExportDefinition
+from shared.export import ExportRun, ProgressCallback, RunOptions, new_run_id
+from shared.keyvault import ApiKeyProvider, api_key_provider
+from shared.klaviyo import KlaviyoClient
+from shared.runs import BlobRunStore
+from shared.settings import Settings, StorageConnection
+from shared.state import open_state
+from shared.storage import blob_service
+
+__all__ = ["check_definition", "key_provider", "run_definition", "segments_container"]
+
+
+@lru_cache(maxsize=8)
+def _blob_service(connection: StorageConnection) -> BlobServiceClient:
+    return blob_service(connection)
+
+
+def segments_container(definition: ExportDefinition, settings: Settings) -> ContainerClient:
+    """The container holding the definition's Customer Insights export."""
+    service = _blob_service(settings.segments_storage)
+    return service.get_container_client(definition.source.container)
+
+
+@lru_cache(maxsize=4)
+def key_provider(settings: Settings) -> ApiKeyProvider:
+    """One provider per settings, so its cache lives across runs in this worker."""
+    return api_key_provider(settings)
+
+
+def klaviyo_factory(settings: Settings, **kwargs: Any) -> Callable[[str], KlaviyoClient]:
+    def create(api_key: str) -> KlaviyoClient:
+        return KlaviyoClient(
+            api_key,
+            base_url=settings.klaviyo_base_url,
+            revision=settings.klaviyo_revision,
+            **kwargs,
+        )
+
+    return create
+
+
+async def run_definition(
+    definition: ExportDefinition,
+    settings: Settings,
+    *,
+    run_id: str | None = None,
+    dry_run: bool = False,
+    max_in_flight: int = 10,
+    on_progress: ProgressCallback | None = None,
+    provider: ApiKeyProvider | None = None,
+    client_kwargs: dict[str, Any] | None = None,
+    options: RunOptions | None = None,
+) -> dict[str, Any]:
+    """Run ``definition`` once (or resume ``run_id``) and return its report."""
+    run_id = run_id or new_run_id()
+    provider = provider or key_provider(settings)
+    secret = definition.connection.api_key_secret
+
+    async def api_key() -> str:
+        return await asyncio.to_thread(provider.get_api_key, secret)
+
+    state = open_state(settings)
+    run = ExportRun(
+        definition,
+        segments=segments_container(definition, settings),
+        client_factory=klaviyo_factory(settings, **(client_kwargs or {})),
+        api_key=api_key,
+        run_id=run_id,
+        store=BlobRunStore(state, definition.name, run_id),
+        options=options or RunOptions(dry_run=dry_run, max_in_flight=max_in_flight),
+        on_progress=on_progress,
+    )
+    return await run.execute()
+
+
+def check_definition(definition: ExportDefinition, settings: Settings) -> str:
+    """Find the snapshot and map its columns without sending anything; a one-line summary."""
+    from shared.cdm import load_cdm
+    from shared.profiles import ProfileMapper
+    from shared.segments import SegmentReader, find_latest_snapshot
+
+    container = segments_container(definition, settings)
+    source = definition.source
+    entity = load_cdm(container, source.folder).entity(source.segment)
+    snapshot = find_latest_snapshot(container, source.folder, source.segment)
+    reader = SegmentReader(container, snapshot, entity)
+    ProfileMapper(
+        definition.mapping,
+        reader.columns,
+        default_region=definition.options.phone_default_region,
+        source=f"{source.container}/{snapshot.prefix}",
+    )
+    consent = "" if definition.connection.privacy_consent else " (no privacy consent: will not run)"
+    return (
+        f"snapshot {snapshot.prefix} ({len(snapshot.files)} files), "
+        f"{len(reader.columns)} columns, list {definition.destination.list_id}{consent}"
+    )
