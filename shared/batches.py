@@ -45,21 +45,30 @@ class RemovedProfile:
 
 
 class Batch:
-    """One import job's worth of profiles."""
+    """One import job's worth of profiles.
 
-    __slots__ = ("_head", "_tail", "files", "hashes", "index", "lines", "nbytes", "parts")
+    The serialised profiles live in one growing buffer, comma-separated, with their start
+    offsets: a million small ``bytes`` objects would cost more memory than the data.
+    """
+
+    __slots__ = ("_buffer", "_head", "_tail", "files", "hashes", "index", "lines", "starts")
 
     def __init__(self, index: int, list_id: str) -> None:
         self.index = index
         self._head, self._tail = envelope(list_id)
-        self.parts: list[bytes] = []
+        self._buffer = bytearray()
+        self.starts = array("I")
         self.files = array("H")
         self.lines = array("I")
         self.hashes = array("Q")
-        self.nbytes = len(self._head) + len(self._tail)
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    @property
+    def nbytes(self) -> int:
+        """The size of the payload this batch serialises to."""
+        return len(self._head) + len(self._buffer) + len(self._tail)
 
     def fits(self, part_size: int) -> bool:
         """Whether one more profile of ``part_size`` bytes stays within the job limits."""
@@ -69,27 +78,46 @@ class Batch:
         )
 
     def add(self, part: bytes, file_index: int, line: int, email_hash: int) -> None:
-        self.parts.append(part)
+        if self._buffer:
+            self._buffer += b","
+        self.starts.append(len(self._buffer))
+        self._buffer += part
         self.files.append(file_index)
         self.lines.append(line)
         self.hashes.append(email_hash)
-        self.nbytes += len(part) + (1 if len(self.parts) > 1 else 0)
 
     def payload(self) -> bytes:
-        return self._head + b",".join(self.parts) + self._tail
+        return b"".join((self._head, self._buffer, self._tail))
+
+    def _span(self, position: int) -> tuple[int, int]:
+        start = self.starts[position]
+        end = self.starts[position + 1] - 1 if position + 1 < len(self.starts) else None
+        return start, len(self._buffer) if end is None else end
 
     def remove(self, position: int) -> RemovedProfile:
         """Take the profile at ``position`` out (Klaviyo refused it); later ones shift down."""
-        part = self.parts.pop(position)
+        start, end = self._span(position)
+        part = bytes(self._buffer[start:end])
         email = (orjson.loads(part).get("attributes") or {}).get("email") or ""
         removed = RemovedProfile(self.files[position], self.lines[position], email)
+        # Cut the part and one neighbouring comma (the following one, or for the last part
+        # the preceding one).
+        if end < len(self._buffer):
+            cut_from, cut_to = start, end + 1
+        else:
+            cut_from, cut_to = max(0, start - 1), end
+        del self._buffer[cut_from:cut_to]
+        shift = cut_to - cut_from
+        del self.starts[position]
+        for i in range(position, len(self.starts)):
+            self.starts[i] -= shift
         del self.files[position], self.lines[position], self.hashes[position]
-        self.nbytes -= len(part) + (1 if self.parts else 0)
         return removed
 
     def release_payload(self) -> None:
         """Drop the serialised profiles once Klaviyo holds them; keep the origins."""
-        self.parts = []
+        self._buffer = bytearray()
+        self.starts = array("I")
 
     def position_of(self, email_hash: int) -> int | None:
         try:

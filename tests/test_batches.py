@@ -54,3 +54,18 @@ def test_remove_keeps_origins_and_size_in_step(position):
     assert batch.nbytes == len(batch.payload())
     assert list(batch.lines) == [10 + i for i in range(5) if i != position]
     assert batch.position_of(100 + position) is None
+    emails = [
+        p["attributes"]["email"]
+        for p in orjson.loads(batch.payload())["data"]["attributes"]["profiles"]["data"]
+    ]
+    assert emails == [f"u{i}@x.io" for i in range(5) if i != position]
+
+
+def test_removing_every_profile_one_by_one_keeps_a_valid_payload():
+    batch = Batch(0, "L")
+    for i in range(4):
+        batch.add(_part(i), 0, i, i + 1)
+    for position in (1, 2, 0, 0):
+        batch.remove(position)
+        orjson.loads(batch.payload())
+    assert len(batch) == 0
