@@ -150,6 +150,7 @@ class ExportRun:
                 await self._upload(reader, mapper)
         finally:
             progress.cancel()
+            reader.close()
         return await asyncio.to_thread(self._finish, started_at)
 
     def progress(self) -> dict[str, Any]:
@@ -178,12 +179,17 @@ class ExportRun:
         self._files = list(snapshot.files)
         self._load_checkpoint(snapshot)
         reader = SegmentReader(self._segments, snapshot, entity)
-        mapper = ProfileMapper(
-            self.definition.mapping,
-            reader.columns,
-            default_region=self.definition.options.phone_default_region,
-            source=f"{source.container}/{snapshot.prefix}",
-        )
+        try:
+            mapper = ProfileMapper(
+                self.definition.mapping,
+                reader.columns,
+                default_region=self.definition.options.phone_default_region,
+                region_column=self.definition.options.phone_region_column,
+                source=f"{source.container}/{snapshot.prefix}",
+            )
+        except BaseException:
+            reader.close()  # stops its download threads
+            raise
         self._email_index = list(reader.columns).index(self.definition.mapping.email)
         return reader, mapper
 
@@ -234,7 +240,7 @@ class ExportRun:
                 profile = mapper.to_profile(values)
             except RowRejected as exc:
                 raw = values[email_at] if email_at < len(values) else ""
-                reject(row.file, row.line, exc.code, exc.detail, raw)
+                reject(row.file, row.line, str(exc.code), exc.detail, raw)
                 continue
             part = dumps({"type": "profile", "attributes": profile.attributes})
             if len(part) > MAX_PROFILE_BYTES:

@@ -98,15 +98,17 @@ def check_definition(definition: ExportDefinition, settings: Settings) -> str:
     source = definition.source
     entity = load_cdm(container, source.folder).entity(source.segment)
     snapshot = find_latest_snapshot(container, source.folder, source.segment)
-    reader = SegmentReader(container, snapshot, entity)
+    with SegmentReader(container, snapshot, entity) as reader:
+        columns = reader.columns
     ProfileMapper(
         definition.mapping,
-        reader.columns,
+        columns,
         default_region=definition.options.phone_default_region,
+        region_column=definition.options.phone_region_column,
         source=f"{source.container}/{snapshot.prefix}",
     )
     consent = "" if definition.connection.privacy_consent else " (no privacy consent: will not run)"
     return (
         f"snapshot {snapshot.prefix} ({len(snapshot.files)} files), "
-        f"{len(reader.columns)} columns, list {definition.destination.list_id}{consent}"
+        f"{len(columns)} columns, list {definition.destination.list_id}{consent}"
     )
