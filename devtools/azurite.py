@@ -59,6 +59,11 @@ class Azurite:
         self._proc: subprocess.Popen | None = None
 
     @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
     def connection_string(self) -> str:
         return connection_string(self.blob_port, self.queue_port)
 

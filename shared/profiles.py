@@ -407,8 +407,16 @@ _US_DATE: Final = re.compile(
 )
 
 
+# Shown for values of up to 15 digits: always exact as a float, so int() gives what the
+# float route gives, without it.
+_MAX_PLAIN_DIGITS: Final = 15
+
+
 def _to_number(value: str) -> int | float:
     """An int when integral (and exact in JSON), else a float; "1,5", NaN, inf refused."""
+    # isdigit() is only trusted after isascii(): alone it would take "²" or "٣".
+    if len(value) <= _MAX_PLAIN_DIGITS and value.isdigit() and value.isascii():
+        return int(value)
     # float() alone would also take "1_000", Arabic-Indic digits and "nan".
     try:
         if not value.isascii() or "_" in value:
@@ -425,15 +433,40 @@ def _to_number(value: str) -> int | float:
 
 
 def _to_boolean(value: str) -> bool:
-    try:
-        return _BOOLEANS[value.lower()]
-    except KeyError:
-        raise ValueError(f"{_shown(value)} is not true/false, yes/no, y/n or 1/0") from None
+    # Exports write "true"/"false": one lookup; lower() only for other spellings.
+    answer = _BOOLEANS.get(value)
+    if answer is None:
+        answer = _BOOLEANS.get(value.lower())
+        if answer is None:
+            raise ValueError(f"{_shown(value)} is not true/false, yes/no, y/n or 1/0")
+    return answer
 
 
-@lru_cache(maxsize=4096)  # a date column repeats its values a lot (signup days)
+# Text that is already what _parsed_date() would return: a real date as YYYY-MM-DD,
+# optionally with a real time as THH:MM:SS and a Z (fromisoformat() + isoformat() give
+# it back unchanged; tested against _parsed_date). Months are checked per length, so only
+# February 29 (a leap-year question) is left to the parser, with fractions, offsets,
+# spaces and every other form. [0-9], not \d, which takes other scripts' digits.
+_CANONICAL_DATE: Final = re.compile(
+    r"(?!0000)[0-9]{4}-"
+    r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"  # days every month has
+    r"|(?:0[13-9]|1[0-2])-(?:29|30)"  # all but February
+    r"|(?:0[13578]|1[02])-31)"
+    r"(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z?)?"
+)
+_is_canonical_date: Final = _CANONICAL_DATE.fullmatch
+
+
 def _to_date(value: str) -> str:
     """ISO 8601 text: ``YYYY-MM-DD`` for a date, ``YYYY-MM-DDTHH:MM:SS[+HH:MM|Z]`` otherwise."""
+    # No cache: exported date-times hardly repeat, and canonical ones take the regex.
+    if _is_canonical_date(value):
+        return value
+    return _parsed_date(value)
+
+
+def _parsed_date(value: str) -> str:
+    """_to_date() by the full parsers: ISO 8601 in any form fromisoformat takes, or US."""
     try:
         if len(value) <= 10:
             return date.fromisoformat(value).isoformat()
@@ -491,6 +524,7 @@ class ProfileMapper:
     """
 
     __slots__ = (
+        "_columns",
         "_coordinates",
         "_default_region",
         "_email",
@@ -542,10 +576,11 @@ class ProfileMapper:
             if p.type == "string"
         )
         self._typed_properties = tuple(
-            (p.name, index[f"mapping.properties.{p.name}.column"], _CONVERTERS[p.type], p.column)
+            (p.name, index[f"mapping.properties.{p.name}.column"], _CONVERTERS[p.type])
             for p in mapping.properties
             if p.type != "string"
         )
+        self._columns = {p.name: p.column for p in mapping.properties}
 
     def to_profile(self, values: Sequence[str]) -> MappedProfile:
         """The profile for one row (values in ``columns`` order).
@@ -553,6 +588,7 @@ class ProfileMapper:
         Raises RowRejected when the row cannot be a profile; an invalid phone number is
         left out and flagged in ``phone_dropped`` instead.
         """
+        # One method, no helpers per section: each call costs more than its loop here.
         email = values[self._email].strip().lower()
         if not _is_plain_email(email):
             email = _checked_email(email)
@@ -573,41 +609,36 @@ class ProfileMapper:
             if value := values[i].strip():
                 attributes[field] = value
         if self._location or self._coordinates:
-            location = self._location_of(values)
+            location: dict[str, Any] = {}
+            for field, i in self._location:
+                if value := values[i].strip():
+                    location[field] = value
+            for field, i in self._coordinates:
+                if value := values[i].strip():
+                    location[field] = _coordinate(field, value)
             if location:
                 attributes["location"] = location
         if self._plain_properties or self._typed_properties:
-            properties = self._properties_of(values)
+            properties: dict[str, Any] = {}
+            for name, i in self._plain_properties:
+                if value := values[i].strip():
+                    properties[name] = value
+            for name, i, convert in self._typed_properties:
+                if value := values[i].strip():
+                    try:
+                        properties[name] = convert(value)
+                    except ValueError as exc:
+                        raise self._invalid_property(name, exc) from None
             if properties:
                 attributes["properties"] = properties
         return _new_profile((email, attributes, phone_dropped))  # type: ignore[no-any-return]
 
-    def _location_of(self, values: Sequence[str]) -> dict[str, Any]:
-        location: dict[str, Any] = {}
-        for field, i in self._location:
-            if value := values[i].strip():
-                location[field] = value
-        for field, i in self._coordinates:
-            if value := values[i].strip():
-                location[field] = _coordinate(field, value)
-        return location
-
-    def _properties_of(self, values: Sequence[str]) -> dict[str, Any]:
-        properties: dict[str, Any] = {}
-        for name, i in self._plain_properties:
-            if value := values[i].strip():
-                properties[name] = value
-        for name, i, convert, column in self._typed_properties:
-            if value := values[i].strip():
-                try:
-                    properties[name] = convert(value)
-                except ValueError as exc:
-                    raise RowRejected(
-                        RejectCode.INVALID_PROPERTY,
-                        f"property {name!r} (column {column!r}): {exc}",
-                        field=f"mapping.properties.{name}",
-                    ) from None
-        return properties
+    def _invalid_property(self, name: str, exc: ValueError) -> RowRejected:
+        return RowRejected(
+            RejectCode.INVALID_PROPERTY,
+            f"property {name!r} (column {self._columns[name]!r}): {exc}",
+            field=f"mapping.properties.{name}",
+        )
 
 
 def _coordinate(field: str, value: str) -> float:

@@ -1,0 +1,75 @@
+"""Helpers for tests that run exports: small hand-written segments and definitions."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from azure.storage.blob import ContainerClient
+
+ROOT = Path(__file__).resolve().parent.parent
+COLUMNS = ("CustomerId", "Email", "FirstName", "Phone", "Country")
+FOLDER = "CustomerInsights_test/KlaviyoExport"
+SEGMENT = "Vips"
+
+
+def write_small_export(
+    container: ContainerClient,
+    rows: list[tuple[str, ...]],
+    *,
+    folder: str = FOLDER,
+    segment: str = SEGMENT,
+    columns: tuple[str, ...] = COLUMNS,
+    stamp: str = "2026/11/01/0900",
+) -> str:
+    """model.json + one headerless partition; returns the snapshot prefix."""
+    prefix = f"{folder}/{segment}/{stamp}/"
+    data_file = f"{prefix}{segment}_1.csv"
+    model = {
+        "name": "test",
+        "version": "1.0",
+        "entities": [
+            {
+                "$type": "LocalEntity",
+                "name": segment,
+                "attributes": [{"name": c, "dataType": "string"} for c in columns],
+                "partitions": [
+                    {
+                        "name": f"{segment}_1",
+                        "location": f"https://x.blob.core.windows.net/{container.container_name}/{data_file}",
+                        "fileFormatSettings": {
+                            "$type": "CsvFormatSettings",
+                            "columnHeaders": False,
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    container.upload_blob(f"{folder}/model.json", json.dumps(model), overwrite=True)
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\r\n").writerows(rows)
+    container.upload_blob(data_file, b"\xef\xbb\xbf" + text.getvalue().encode(), overwrite=True)
+    return prefix
+
+
+def definition_doc(
+    container: str, *, folder: str = FOLDER, segment: str = SEGMENT, **changes: Any
+) -> dict[str, Any]:
+    """The example definition pointed at a test export."""
+    doc = json.loads((ROOT / "examples" / "vip-customers.json").read_text())
+    doc["source"] = {"container": container, "folder": folder, "segment": segment}
+    if segment == SEGMENT and folder == FOLDER:
+        doc["mapping"] = {
+            "email": "Email",
+            "phone_number": "Phone",
+            "external_id": "CustomerId",
+            "first_name": "FirstName",
+        }
+        doc["options"] = {"phone_default_region": "NL", "phone_region_column": "Country"}
+    for key, value in changes.items():
+        doc[key] = value
+    return doc

@@ -1,0 +1,108 @@
+"""A run killed mid-way resumes from its checkpoint on redelivery: no accepted job is
+sent again, and every profile still reaches the list."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+
+import orjson
+from azure.core.exceptions import ResourceNotFoundError
+
+from devtools.klaviyo_sandbox import RateLimit
+from devtools.sample_export import write_sample_export
+from shared.definitions import parse_definition
+from shared.keyvault import LocalApiKey
+from shared.retry import RetryPolicy
+from shared.service import Services, start_run
+from shared.settings import Settings
+from shared.worker import execute_run
+from tests.exports import ROOT, definition_doc
+
+LIST_ID = "Y6nRLr"
+
+
+def _wait_for(condition, *, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)  # polling a condition, bounded by the deadline
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_run_resumes_without_resending_accepted_jobs(
+    storage_connection_string, klaviyo_sandbox, blob_service
+):
+    container = f"ci-{uuid.uuid4().hex[:12]}"
+    segments = blob_service.create_container(container)
+    summary = write_sample_export(
+        segments, folder="CI/K", segment="Vips", rows=35_000, partitions=2
+    )
+    env = {
+        "AzureWebJobsStorage": storage_connection_string,
+        "SEGMENTS_STORAGE": storage_connection_string,
+        "STATE_CONTAINER": f"state-{uuid.uuid4().hex[:12]}",
+        "KLAVIYO_BASE_URL": klaviyo_sandbox.url,
+        "KLAVIYO_API_KEY": "pk_test_sandbox",
+    }
+    services = Services.from_settings(
+        Settings.from_env(env),
+        provider=LocalApiKey("pk_test_sandbox"),
+        lock_seconds=15,
+        client_kwargs={"retry": RetryPolicy(backoff=0.02, max_backoff=0.2, rng=random.Random(1))},
+        run_options={"poll_interval": 0.05},
+    )
+    services.definitions.put(parse_definition(definition_doc(container, folder="CI/K")))
+    run_id, queued = start_run(services, "vip-customers")
+    assert queued
+    (message,) = services.queue.receive_messages(max_messages=1)
+    body = base64.b64decode(message.content).decode()  # as the host hands it to the trigger
+
+    # Let two jobs in, then hold the third back with 429s so the child is caught mid-run.
+    klaviyo_sandbox.configure(
+        rate_limit_overrides={"bulk_import_create": RateLimit(burst=1, steady=2)}
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.worker_child", body],
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
+    checkpoint = services.state.get_blob_client(f"runs/vip-customers/{run_id}/checkpoint.json")
+
+    def accepted_jobs() -> int:
+        assert child.poll() is None, "the child run ended before it could be killed"
+        try:
+            return len(orjson.loads(checkpoint.download_blob().readall())["jobs"])
+        except ResourceNotFoundError:
+            return 0
+
+    try:
+        _wait_for(lambda: accepted_jobs() >= 2, timeout=60, what="two accepted jobs")
+    finally:
+        child.kill()
+        child.wait()
+    assert services.runs.get("vip-customers", run_id)["status"] == "running"
+    assert len(klaviyo_sandbox.state.list_emails(LIST_ID)) < summary.unique_valid_emails
+
+    # The crashed instance's lease expires; the redelivered message resumes the run.
+    klaviyo_sandbox.configure(rate_limit_overrides={})
+    _wait_for(lambda: not services.lock("vip-customers").is_held(), timeout=40, what="lease expiry")
+    status = asyncio.run(execute_run(services, body, attempt=2))
+
+    assert status == "succeeded"
+    record = services.runs.get("vip-customers", run_id)
+    summary_doc = record["summary"]
+    assert summary_doc["accounted"] is True
+    assert summary_doc["jobs"]["resumed_from_checkpoint"] == 2
+    assert summary_doc["rows"]["sent"] == summary.unique_valid_emails
+    assert len(klaviyo_sandbox.state.list_emails(LIST_ID)) == summary.unique_valid_emails
+    accepted = klaviyo_sandbox.state.stats()["requests"]["bulk_import_create"]["202"]
+    assert accepted == summary_doc["jobs"]["planned"]  # no accepted job was sent twice
