@@ -49,6 +49,7 @@ def child(definition_path: str) -> None:
     report = asyncio.run(run_definition(definition, Settings.from_env()))
     wall = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # encoding worker processes
     print(
         json.dumps(
             {
@@ -56,6 +57,8 @@ def child(definition_path: str) -> None:
                 "wall": wall,
                 "peak_rss_mb": usage.ru_maxrss / 1024,
                 "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "worker_cpu_seconds": workers.ru_utime + workers.ru_stime,
+                "worker_peak_rss_mb": workers.ru_maxrss / 1024,
             }
         )
     )
@@ -106,9 +109,11 @@ def _print(rows: int, result: dict[str, Any]) -> None:
         f"limiter wait {report['klaviyo']['rate_limit_wait_seconds']:.1f}s | "
         f"sent {r['sent']:,} (expected {result['expected_sent']:,}) | "
         f"accounted {report['accounted']}\n"
-        f"{'':>10}      CPU seconds: exporter {result['cpu_seconds']:.1f}, "
+        f"{'':>10}      CPU seconds: exporter {result['cpu_seconds']:.1f} "
+        f"+ its encoding workers {result['worker_cpu_seconds']:.1f} "
+        f"(largest worker peak RSS {result['worker_peak_rss_mb']:.0f} MB), "
         f"sandbox {result['sandbox_cpu']:.1f}, Azurite {result['azurite_cpu']:.1f} "
-        f"(the sandbox's include the data generator's reads; Azurite's include the upload)"
+        f"(Azurite's include writing the sample)"
     )
 
 

@@ -25,15 +25,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Protocol
 
-import orjson
-
 from shared.batches import MAX_PROFILE_BYTES, Batch
 from shared.cdm import load_cdm
 from shared.dedupe import SeenEmails, email_hash
 from shared.definitions import ExportDefinition
+from shared.encoding import MapperSpec, encoded_rows, worker_count
 from shared.errors import ConsentError, ExportError, KlaviyoFatalError
 from shared.klaviyo import ImportJob, KlaviyoClient, error_summary
-from shared.profiles import ProfileMapper, RowRejected
 from shared.report import RejectsWriter, RunTally
 from shared.segments import SegmentReader, Snapshot, find_latest_snapshot
 
@@ -74,6 +72,7 @@ class RunOptions:
     job_deadline: float = 3600.0
     max_resends: int = 25
     progress_interval: float = 0.5
+    encode_workers: int | None = None  # processes encoding rows; None: by snapshot size
 
 
 @dataclass(slots=True)
@@ -133,7 +132,7 @@ class ExportRun:
                 "(connection.privacy_consent must be true before data is sent to Klaviyo)"
             )
         started_at = datetime.now(UTC)
-        reader, mapper = await asyncio.to_thread(self._prepare)
+        reader, spec = await asyncio.to_thread(self._prepare)
         logger.info(
             "export %s run %s: snapshot %s (%d files)%s",
             self.definition.name,
@@ -145,9 +144,9 @@ class ExportRun:
         progress = asyncio.create_task(self._report_progress())
         try:
             if self.options.dry_run:
-                await self._dry_run(reader, mapper)
+                await self._dry_run(reader, spec)
             else:
-                await self._upload(reader, mapper)
+                await self._upload(reader, spec)
         finally:
             progress.cancel()
             reader.close()
@@ -170,7 +169,7 @@ class ExportRun:
 
     # -- preparation (reader thread) ----------------------------------------------------
 
-    def _prepare(self) -> tuple[SegmentReader, ProfileMapper]:
+    def _prepare(self) -> tuple[SegmentReader, MapperSpec]:
         source = self.definition.source
         model = load_cdm(self._segments, source.folder)
         entity = model.entity(source.segment)
@@ -180,18 +179,19 @@ class ExportRun:
         self._load_checkpoint(snapshot)
         reader = SegmentReader(self._segments, snapshot, entity)
         try:
-            mapper = ProfileMapper(
-                self.definition.mapping,
-                reader.columns,
+            spec = MapperSpec(
+                mapping=self.definition.mapping,
+                columns=tuple(reader.columns),
                 default_region=self.definition.options.phone_default_region,
                 region_column=self.definition.options.phone_region_column,
                 source=f"{source.container}/{snapshot.prefix}",
             )
+            spec.build()  # a mapped column that does not exist fails here, before any send
         except BaseException:
             reader.close()  # stops its download threads
             raise
-        self._email_index = list(reader.columns).index(self.definition.mapping.email)
-        return reader, mapper
+        self._email_index = spec.columns.index(self.definition.mapping.email)
+        return reader, spec
 
     def _load_checkpoint(self, snapshot: Snapshot) -> None:
         self._checkpoint = {
@@ -222,36 +222,34 @@ class ExportRun:
 
     # -- the reader side ----------------------------------------------------------------
 
-    def _batches(self, reader: SegmentReader, mapper: ProfileMapper) -> Iterator[Batch]:
+    def _batches(self, reader: SegmentReader, spec: MapperSpec) -> Iterator[Batch]:
         """Rows -> profiles -> batches. Runs in a worker thread; keep it lean per row."""
         list_id = self.definition.destination.list_id
         tally, seen, reject = self.tally, SeenEmails(), self._reject_row
         file_index = {name: i for i, name in enumerate(self._files)}
         email_at = self._email_index
-        dumps = orjson.dumps
+        workers = worker_count(self._snapshot.total_bytes, self.options.encode_workers)
         batch = Batch(0, list_id)
-        for row in reader.rows():
+        for row, encoded in encoded_rows(reader.rows(), spec, workers=workers):
             tally.rows_read += 1
-            values = row.values
-            if values is None:
+            if encoded is None:
                 reject(row.file, row.line, "malformed_row", row.error or "malformed row", "")
                 continue
-            try:
-                profile = mapper.to_profile(values)
-            except RowRejected as exc:
-                raw = values[email_at] if email_at < len(values) else ""
-                reject(row.file, row.line, str(exc.code), exc.detail, raw)
+            email, part, phone_dropped = encoded
+            if email is None:  # rejected by the mapper: (None, code, detail)
+                values = row.values
+                raw = values[email_at] if values and email_at < len(values) else ""
+                reject(row.file, row.line, part, phone_dropped, raw)
                 continue
-            part = dumps({"type": "profile", "attributes": profile.attributes})
             if len(part) > MAX_PROFILE_BYTES:
                 reason = f"profile is {len(part):,} bytes; Klaviyo accepts at most 100 KB"
-                reject(row.file, row.line, "profile_too_large", reason, profile.email)
+                reject(row.file, row.line, "profile_too_large", reason, email)
                 continue
-            h = email_hash(profile.email)
+            h = email_hash(email)
             if not seen.add_hash(h):
                 tally.duplicates += 1
                 continue
-            if profile.phone_dropped:
+            if phone_dropped:
                 tally.phones_dropped += 1
             if not batch.fits(len(part)):
                 yield batch
@@ -275,15 +273,15 @@ class ExportRun:
 
     # -- dry run ------------------------------------------------------------------------
 
-    async def _dry_run(self, reader: SegmentReader, mapper: ProfileMapper) -> None:
-        batches = self._batches(reader, mapper)
+    async def _dry_run(self, reader: SegmentReader, spec: MapperSpec) -> None:
+        batches = self._batches(reader, spec)
         while (batch := await asyncio.to_thread(next, batches, None)) is not None:
             self.tally.jobs_planned += 1
             batch.release_payload()
 
     # -- the upload side ------------------------------------------------------------------
 
-    async def _upload(self, reader: SegmentReader, mapper: ProfileMapper) -> None:
+    async def _upload(self, reader: SegmentReader, spec: MapperSpec) -> None:
         api_key = await self._api_key()
         async with self._client_factory(api_key) as client:
             self._client = client
@@ -291,7 +289,7 @@ class ExportRun:
             queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.options.queue_batches)
             slots = asyncio.Semaphore(self.options.max_in_flight)
             try:
-                await self._pipeline(reader, mapper, queue, slots)
+                await self._pipeline(reader, spec, queue, slots)
             except ExceptionGroup as group:
                 # Surface the first real cause (a fatal Klaviyo answer, a bad file), not
                 # the group the task group wraps it in.
@@ -300,12 +298,12 @@ class ExportRun:
     async def _pipeline(
         self,
         reader: SegmentReader,
-        mapper: ProfileMapper,
+        spec: MapperSpec,
         queue: asyncio.Queue[Batch | None],
         slots: asyncio.Semaphore,
     ) -> None:
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._feed(self._batches(reader, mapper), queue))
+            group.create_task(self._feed(self._batches(reader, spec), queue))
             poller = group.create_task(self._poll())
             submits: set[asyncio.Task[None]] = set()
             while (batch := await queue.get()) is not None:

@@ -274,3 +274,31 @@ def _env(settings: Settings) -> dict[str, str]:
         "SEGMENTS_STORAGE": settings.segments_storage.connection_string or "",
         "STATE_CONTAINER": settings.state_container,
     }
+
+
+def test_every_request_the_exporter_sends_conforms_to_klaviyos_openapi(
+    container, settings, klaviyo_sandbox, klaviyo_contract
+):
+    rows = [
+        ("1", "ok@example.com", "Zoë", "+31612345678", "NL"),
+        ("2", "bad@example.c0m", "B", "", "NL"),  # an import error: exercises that endpoint
+    ]
+    write_small_export(container, rows)
+    run(parse_definition(definition_doc(container.container_name)), settings)
+    recorded = klaviyo_sandbox.state.recorded_requests()
+    operations = set()
+    for request in recorded:
+        klaviyo_contract.validate(
+            request["method"], request["url"], request["headers"], request["body"]
+        )
+        operations.add(klaviyo_contract.find(request["method"], request["url"]).operation_id)
+    assert operations == {
+        "get_list",
+        "bulk_import_profiles",
+        "get_bulk_import_profiles_job",
+        "get_errors_for_bulk_import_profiles_job",
+    }
+    (job,) = [r for r in recorded if r["method"] == "POST"]
+    assert job["headers"]["revision"] == "2026-07-15"
+    assert job["headers"]["content-type"] == "application/vnd.api+json"
+    assert "pk_test_sandbox" not in orjson.dumps(recorded).decode()

@@ -1,0 +1,39 @@
+from shared.definitions import parse_definition
+from shared.encoding import MapperSpec, encoded_rows, worker_count
+from shared.segments import Row
+from tests.exports import COLUMNS, ROOT, definition_doc
+
+
+def _spec() -> MapperSpec:
+    definition = parse_definition(definition_doc("segments"))
+    return MapperSpec(definition.mapping, COLUMNS, "NL", "Country", "test")
+
+
+def _rows(n: int) -> list[Row]:
+    rows = []
+    for i in range(n):
+        if i % 97 == 0:
+            rows.append(Row("f.csv", i + 1, None, "expected 5 fields, found 4"))
+            continue
+        email = f" User{i}@Example.com " if i % 13 else f"broken{i}"
+        phone = "+31612345678" if i % 3 == 0 else ("0612" if i % 5 == 0 else "")
+        rows.append(Row("f.csv", i + 1, [str(i), email, "Zoë", phone, "NL"], None))
+    return rows
+
+
+def test_worker_processes_give_the_same_answers_in_the_same_order():
+    rows = _rows(5_000)
+    inline = list(encoded_rows(iter(rows), _spec(), workers=0))
+    parallel = list(encoded_rows(iter(rows), _spec(), workers=2))
+    assert [r.line for r, _ in parallel] == [r.line for r in rows]
+    assert parallel == inline
+    kinds = {
+        ("malformed" if e is None else "rejected" if e[0] is None else "ok") for _, e in inline
+    }
+    assert kinds == {"malformed", "rejected", "ok"}
+
+
+def test_small_snapshots_are_encoded_inline():
+    assert worker_count(1_000_000) == 0
+    assert worker_count(10**9, requested=3) == 3
+    assert (ROOT / "shared" / "__main__.py").read_text().count('__name__ == "__main__"') == 1
