@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from shared.ratelimit import KLAVIYO_LIMITS, RateLimit, RateLimiter
 from shared.retry import RetryPolicy
 from shared.settings import DEFAULT_KLAVIYO_BASE_URL, DEFAULT_KLAVIYO_REVISION
 
-__all__ = ["ImportJob", "KlaviyoClient", "error_summary"]
+__all__ = ["ImportJob", "KlaviyoClient", "error_summary", "mask_addresses"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +58,27 @@ class ImportJob:
         )
 
 
+# Anything shaped like an address in Klaviyo's error text, so it can be masked before the
+# text reaches a log line, a run record or an exception message.
+_ADDRESS = re.compile(r"([^\s'\"<>(),;:@]{1,64})@([^\s'\"<>(),;:@]+)")
+
+
+def mask_addresses(text: str) -> str:
+    """``bad@example.c0m`` -> ``b***@example.c0m``."""
+    return _ADDRESS.sub(lambda m: f"{m.group(1)[:1]}***@{m.group(2)}", text)
+
+
 def error_summary(errors: list[dict]) -> str:
-    """Klaviyo's JSON:API errors as one line: 'Not found: list Y6nRLr does not exist'."""
+    """Klaviyo's JSON:API errors as one line: 'Not found: list Y6nRLr does not exist'.
+
+    E-mail addresses in Klaviyo's text are masked: this line is logged and stored.
+    """
     parts = []
     for err in errors[:3]:
         title = err.get("title") or err.get("code") or "error"
         detail = err.get("detail")
         parts.append(f"{title}: {detail}" if detail and detail != title else str(title))
-    return "; ".join(parts) or "no error detail"
+    return mask_addresses("; ".join(parts)) or "no error detail"
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from shared.errors import KlaviyoFatalError, KlaviyoRetriableError
-from shared.klaviyo import KlaviyoClient
+from shared.klaviyo import KlaviyoClient, error_summary
 from shared.ratelimit import RateLimit
 from shared.retry import RetryPolicy
 
@@ -124,7 +124,10 @@ async def test_client_errors_stop_at_once_with_klaviyo_detail(status):
 
 async def test_import_errors_follow_next_links_across_pages():
     pages = {
-        None: (["a", "b"], "https://a.klaviyo.com/api/profile-bulk-import-jobs/j/import-errors?page%5Bcursor%5D=2"),
+        None: (
+            ["a", "b"],
+            "https://a.klaviyo.com/api/profile-bulk-import-jobs/j/import-errors?page%5Bcursor%5D=2",
+        ),
         "2": (["c"], None),
     }
 
@@ -144,3 +147,23 @@ async def test_import_errors_follow_next_links_across_pages():
 def test_repr_never_shows_the_key():
     client = _client(lambda r: httpx.Response(200))
     assert "pk_secret_value" not in repr(client)
+
+
+def test_error_summaries_mask_addresses():
+    errors = [{"title": "Invalid input.", "detail": "'ada.lovelace@example.com' is not allowed"}]
+    summary = error_summary(errors)
+    assert "ada.lovelace@example.com" not in summary
+    assert "a***@example.com" in summary and summary.startswith("Invalid input.: ")
+
+
+async def test_fatal_error_messages_never_carry_a_full_address():
+    def handler(request):
+        return _error(
+            400, "Profile jane@example.com is invalid", "/data/attributes/profiles/data/0"
+        )
+
+    async with _client(handler) as client:
+        with pytest.raises(KlaviyoFatalError) as info:
+            await client.create_import_job(b"{}")
+    assert "jane@example.com" not in str(info.value)
+    assert info.value.errors[0]["source"]["pointer"] == "/data/attributes/profiles/data/0"
