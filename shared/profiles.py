@@ -302,7 +302,14 @@ def _international_e164(number: str) -> object:
 class _NationalRules:
     """What ``parse(digits, region)`` does to a number written without ``+``."""
 
-    __slots__ = ("calling_code", "country", "idd", "metadata", "national_prefix")
+    __slots__ = (
+        "calling_code",
+        "country",
+        "idd",
+        "metadata",
+        "national_prefix",
+        "strip_lengths",
+    )
 
     def __init__(self, region: str) -> None:
         self.metadata = PhoneMetadata.metadata_for_region(region, None)
@@ -312,6 +319,18 @@ class _NationalRules:
         self.idd = re.compile(idd).match if idd else None
         prefix = self.metadata.national_prefix_for_parsing
         self.national_prefix = re.compile(prefix).match if prefix else None
+        # parse() keeps a stripped number only at lengths _test_number_length() (which
+        # looks at the length alone) does not call too short; none where a transform rule
+        # rewrites the number (Brazil), so those always take parse()'s own code.
+        self.strip_lengths: frozenset[int] = frozenset(
+            ()
+            if self.metadata.national_prefix_transform_rule
+            else (
+                n
+                for n in range(_MAX_NSN + 1)
+                if _test_number_length("0" * n, self.metadata) not in _TOO_SHORT_TO_STRIP
+            )
+        )
 
     def e164(self, digits: str) -> object:
         # Written with an international prefix (011..., 00...) or starting with the
@@ -319,9 +338,14 @@ class _NationalRules:
         if (self.idd is not None and self.idd(digits)) or digits.startswith(self.calling_code):
             return _UNDECIDED
         nsn = digits
-        if self.national_prefix is not None and self.national_prefix(digits):
-            # Stripping the trunk prefix (020... -> 20...) is parse()'s own code, called
-            # as parse() calls it, so the answer cannot drift from it.
+        if self.national_prefix is not None and (prefix := self.national_prefix(digits)):
+            # A trunk prefix (020... -> 20...). When the rest is a valid number, parse()
+            # strips it (the rest matches the general pattern, the length is allowed), so
+            # that is the answer; it costs 1 µs instead of parse()'s own step's 4 µs.
+            rest = digits[prefix.end() :]
+            if len(rest) in self.strip_lengths and self.country.is_valid(rest):
+                return f"+{self.calling_code}{rest}"
+            # Otherwise parse()'s own code, called as parse() calls it, decides.
             _, stripped, _ = _strip_national_prefix(digits, self.metadata)
             if _test_number_length(stripped, self.metadata) not in _TOO_SHORT_TO_STRIP:
                 nsn = stripped

@@ -369,6 +369,36 @@ def test_fast_phone_path_gives_phonenumbers_answers():
     assert 0.3 * len(samples) < valid < 0.8 * len(samples)
 
 
+def test_trunk_prefix_shortcut_gives_phonenumbers_answers():
+    """National numbers with a trunk prefix (020..., 06...) in every region: the shortcut
+    that skips parse()'s prefix step must give parse()'s answer."""
+    reference = profiles._slow_e164.__wrapped__
+    rng = random.Random(11)
+    shortcut = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        rules = profiles._national_rules(region)
+        if rules is None or rules.national_prefix is None:
+            continue
+        for kind in (PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE, PhoneNumberType.TOLL_FREE):
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is None:
+                continue
+            national = phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)
+            digits = "".join(c for c in national if c.isdigit())
+            for _ in range(12):
+                text = digits
+                if rng.random() < 0.7:  # another number of the same shape, or a broken one
+                    at = rng.randrange(1, len(text))
+                    text = text[:at] + rng.choice(["", str(rng.randrange(10))]) + text[at + 1 :]
+                assert to_e164(text, region) == reference(text, region), (text, region)
+                prefix = rules.national_prefix(text)
+                rest = text[prefix.end() :] if prefix else ""
+                shortcut += bool(
+                    prefix and len(rest) in rules.strip_lengths and rules.country.is_valid(rest)
+                )
+    assert shortcut > 500  # the shortcut is exercised, not vacuous
+
+
 # --- properties ------------------------------------------------------------------------------
 
 
@@ -403,6 +433,53 @@ def test_fast_phone_path_gives_phonenumbers_answers():
 def test_property_types(mapper, column, raw, expected):
     properties = mapper.to_profile(row(**{column: raw})).attributes["properties"]
     (value,) = properties.values()
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def _date_samples(count: int) -> list[str]:
+    """Dates and date-times around every edge: year 0, Feb 29 in (non-)leap years, day 31
+    of short months, 24:00, second 60, fractions, offsets, odd separators and digits."""
+    rng = random.Random(29)
+    years = ["0000", "0001", "1900", "1999", "2000", "2023", "2024", "2100", "9999", "٢٠٢٣"]
+    days = [f"{n:02d}" for n in range(33)] + ["1", "001"]
+    samples = [f"{y}-{m:02d}-{d}" for y in years for m in range(14) for d in days]
+    suffixes = ["", "", "Z", "Z", "z", "+00:00", "-00:00", "+02:00", ".5Z", ".0000000Z", " "]
+    for _ in range(count):
+        day = f"{rng.choice(years)}-{rng.randrange(14):02d}-{rng.choice(days)}"
+        hour, minute, second = rng.randrange(26), rng.randrange(62), rng.randrange(62)
+        sep = rng.choice(["T", "T", "T", " ", "t"])
+        samples.append(f"{day}{sep}{hour:02d}:{minute:02d}:{second:02d}{rng.choice(suffixes)}")
+    return samples
+
+
+def test_canonical_date_fast_path_agrees_with_parser():
+    """Whatever the regex passes through unchanged, the full parser gives back unchanged;
+    for everything else _to_date gives the parser's answer or error."""
+    fast = 0
+    for value in _date_samples(40000):
+        try:
+            expected = profiles._parsed_date(value)
+        except ValueError as exc:
+            expected = str(exc)
+        if profiles._is_canonical_date(value):
+            fast += 1
+            assert expected == value, value
+        try:
+            assert profiles._to_date(value) == expected, value
+        except ValueError as exc:
+            assert str(exc) == expected, value
+    assert fast > 5000  # the fast path is exercised, not vacuous
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["0", "7", "007", "42", "999999999999999", "1000000000000000", "9007199254740993", "+7"],
+)
+def test_integer_fast_path_agrees_with_float_route(raw):
+    number = float(raw)
+    expected = int(number) if -(2**53) <= number <= 2**53 else number
+    value = profiles._to_number(raw)
     assert value == expected
     assert type(value) is type(expected)
 
