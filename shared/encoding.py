@@ -1,27 +1,48 @@
 """Rows -> serialised Klaviyo profiles, in this process or spread over worker processes.
 
-Mapping and serialising a row is most of a run's CPU. A large snapshot is therefore cut
-into chunks that worker processes encode while this process reads the next rows; results
-come back in input order, so batches, duplicates and checkpoints stay deterministic.
+Reading, mapping and serialising rows is nearly all of a run's CPU. For a large snapshot:
+
+- with several partition files, worker processes each read whole partitions themselves
+  (``partition_rows``) and stream encoded rows back through a bounded queue per worker;
+- with one big file, this process reads and worker processes encode chunks of rows
+  (``encoded_rows``).
+
+Either way results come back in input order (file by file, line by line), so batches,
+duplicates and checkpoints are the same as in a single-process run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import queue
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
+from shared.cdm import CdmEntity
 from shared.definitions import MappingSpec
+from shared.errors import ExportError, InputError
 from shared.profiles import ProfileMapper, RowRejected
-from shared.segments import Row
+from shared.segments import Row, SegmentReader, Snapshot
+from shared.settings import StorageConnection
 
-__all__ = ["Encoded", "MapperSpec", "encode_rows", "encoded_rows", "worker_count"]
+__all__ = [
+    "Encoded",
+    "MapperSpec",
+    "PartitionSource",
+    "WireRow",
+    "encode_rows",
+    "encoded_rows",
+    "partition_rows",
+    "wire_row",
+    "worker_count",
+]
 
 # (email, profile JSON, phone_dropped) for a profile; (None, reason code, detail) for a
 # rejected row; None for a row the reader already found malformed.
@@ -128,3 +149,130 @@ def _chunks(rows: Iterator[Row]) -> Iterator[list[Row]]:
 
 def _zip(chunk: list[Row], future: Future[list[Encoded]]) -> Iterator[tuple[Row, Encoded]]:
     return zip(chunk, future.result(), strict=True)
+
+
+# -- workers that read their own partitions ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionSource:
+    """What a worker process needs to open the snapshot's files itself."""
+
+    connection: StorageConnection
+    container: str
+    entity: CdmEntity
+    snapshot: Snapshot
+
+    def only(self, index: int) -> Snapshot:
+        snap = self.snapshot
+        return replace(
+            snap,
+            files=(snap.files[index],),
+            sizes=snap.sizes[index : index + 1],
+            etags=snap.etags[index : index + 1],
+        )
+
+
+# One encoded row as it crosses the process boundary:
+# (line, email | None, JSON | reason code, phone_dropped | detail, raw e-mail of a reject).
+WireRow = tuple[int, str | None, Any, Any, str]
+_QUEUE_CHUNKS = 8  # per worker: bounds read-ahead, and so memory
+
+
+def wire_row(row: Row, encoded: Encoded, email_at: int) -> WireRow:
+    """The compact tuple the run consumes (and that crosses process boundaries)."""
+    if encoded is None:
+        return (row.line, None, "malformed_row", row.error or "malformed row", "")
+    email, a, b = encoded
+    if email is None:
+        values = row.values or ()
+        return (row.line, None, a, b, values[email_at] if email_at < len(values) else "")
+    return (row.line, email, a, b, "")
+
+
+def _partition_worker(
+    source: PartitionSource, spec: MapperSpec, indexes: list[int], out: Any
+) -> None:
+    """Worker process: read, encode and send each assigned partition, in order."""
+    from shared.storage import blob_service
+
+    try:
+        container = blob_service(source.connection).get_container_client(source.container)
+        mapper = spec.build()
+        email_at = spec.columns.index(spec.mapping.email)
+        for index in indexes:
+            with SegmentReader(container, source.only(index), source.entity) as reader:
+                if tuple(reader.columns) != spec.columns:
+                    raise InputError(
+                        "header differs from the first partition's",
+                        file=source.snapshot.files[index],
+                        line=1,
+                    )
+                chunk: list[WireRow] = []
+                for row in reader.rows():
+                    encoded = encode_rows(mapper, (row.values,))[0]
+                    chunk.append(wire_row(row, encoded, email_at))
+                    if len(chunk) == CHUNK_ROWS:
+                        out.put(("rows", index, chunk))
+                        chunk = []
+                out.put(("rows", index, chunk))
+            out.put(("end", index, None))
+    except InputError as exc:
+        out.put(("input_error", None, (exc.detail, exc.file, exc.line, exc.field)))
+    except Exception as exc:  # crosses a process boundary: send what it was, as text
+        out.put(("error", None, f"{type(exc).__name__}: {exc}"))
+
+
+def partition_rows(
+    source: PartitionSource, spec: MapperSpec, *, workers: int
+) -> Iterator[tuple[str, WireRow]]:
+    """(file, encoded row) for every row of every partition, in partition and line order."""
+    files = source.snapshot.files
+    workers = max(1, min(workers, len(files)))
+    context = multiprocessing.get_context("spawn")
+    queues = [context.Queue(maxsize=_QUEUE_CHUNKS) for _ in range(workers)]
+    procs = [
+        context.Process(
+            target=_partition_worker,
+            args=(source, spec, list(range(w, len(files), workers)), queues[w]),
+            daemon=True,
+        )
+        for w in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        for index, name in enumerate(files):
+            w = index % workers
+            while True:
+                kind, got, payload = _get(queues[w], procs[w])
+                if kind == "end":
+                    break
+                if kind == "input_error":
+                    detail, file, line, field = payload
+                    raise InputError(detail, file=file, line=line, field=field)
+                if kind == "error":
+                    raise ExportError(f"reading {name}: {payload}")
+                assert got == index, "partition results arrived out of order"
+                for row in payload:
+                    yield name, row
+        for proc in procs:
+            proc.join(timeout=30)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for q in queues:
+            q.cancel_join_thread()  # do not wait to flush what nobody will read
+            q.close()
+
+
+def _get(q: Any, proc: Any) -> tuple[str, int | None, Any]:
+    """The next message, noticing a worker that died without saying why."""
+    while True:
+        with contextlib.suppress(queue.Empty):
+            return q.get(timeout=1.0)
+        if not proc.is_alive():
+            raise ExportError(
+                f"a segment reader process exited unexpectedly (exit code {proc.exitcode})"
+            )

@@ -29,11 +29,20 @@ from shared.batches import MAX_PROFILE_BYTES, Batch
 from shared.cdm import load_cdm
 from shared.dedupe import SeenEmails, email_hash
 from shared.definitions import ExportDefinition
-from shared.encoding import MapperSpec, encoded_rows, worker_count
+from shared.encoding import (
+    MapperSpec,
+    PartitionSource,
+    WireRow,
+    encoded_rows,
+    partition_rows,
+    wire_row,
+    worker_count,
+)
 from shared.errors import ConsentError, ExportError, KlaviyoFatalError
 from shared.klaviyo import ImportJob, KlaviyoClient, error_summary
 from shared.report import RejectsWriter, RunTally
 from shared.segments import SegmentReader, Snapshot, find_latest_snapshot
+from shared.settings import StorageConnection
 
 __all__ = ["ExportRun", "RunOptions", "RunStore", "new_run_id"]
 
@@ -99,11 +108,14 @@ class ExportRun:
         store: RunStore | None = None,
         options: RunOptions | None = None,
         on_progress: ProgressCallback | None = None,
+        segments_connection: StorageConnection | None = None,
     ) -> None:
         self.definition = definition
         self.run_id = run_id or new_run_id()
         self.options = options or RunOptions()
         self._segments = segments  # azure.storage.blob.ContainerClient of the source
+        # How worker processes can open the source themselves (None: read in-process).
+        self._segments_connection = segments_connection
         self._client_factory = client_factory
         self._api_key = api_key
         self._store = store
@@ -172,7 +184,7 @@ class ExportRun:
     def _prepare(self) -> tuple[SegmentReader, MapperSpec]:
         source = self.definition.source
         model = load_cdm(self._segments, source.folder)
-        entity = model.entity(source.segment)
+        entity = self._entity = model.entity(source.segment)
         snapshot = find_latest_snapshot(self._segments, source.folder, source.segment)
         self._snapshot = snapshot
         self._files = list(snapshot.files)
@@ -222,39 +234,47 @@ class ExportRun:
 
     # -- the reader side ----------------------------------------------------------------
 
+    def _encoded(self, reader: SegmentReader, spec: MapperSpec) -> Iterator[tuple[str, WireRow]]:
+        """(file, encoded row) in input order: in worker processes for large snapshots."""
+        snapshot = self._snapshot
+        assert snapshot is not None
+        workers = worker_count(snapshot.total_bytes, self.options.encode_workers)
+        if workers and self._segments_connection is not None and len(snapshot.files) > 1:
+            source = PartitionSource(
+                self._segments_connection, self.definition.source.container, self._entity,
+                snapshot,
+            )  # fmt: skip
+            yield from partition_rows(source, spec, workers=workers)
+            return
+        email_at = self._email_index
+        for row, encoded in encoded_rows(reader.rows(), spec, workers=workers):
+            yield row.file, wire_row(row, encoded, email_at)
+
     def _batches(self, reader: SegmentReader, spec: MapperSpec) -> Iterator[Batch]:
-        """Rows -> profiles -> batches. Runs in a worker thread; keep it lean per row."""
+        """Encoded rows -> batches. Runs in a worker thread; keep it lean per row."""
         list_id = self.definition.destination.list_id
         tally, seen, reject = self.tally, SeenEmails(), self._reject_row
         file_index = {name: i for i, name in enumerate(self._files)}
-        email_at = self._email_index
-        workers = worker_count(self._snapshot.total_bytes, self.options.encode_workers)
         batch = Batch(0, list_id)
-        for row, encoded in encoded_rows(reader.rows(), spec, workers=workers):
+        for file, (line, email, part, flag, raw) in self._encoded(reader, spec):
             tally.rows_read += 1
-            if encoded is None:
-                reject(row.file, row.line, "malformed_row", row.error or "malformed row", "")
-                continue
-            email, part, phone_dropped = encoded
-            if email is None:  # rejected by the mapper: (None, code, detail)
-                values = row.values
-                raw = values[email_at] if values and email_at < len(values) else ""
-                reject(row.file, row.line, part, phone_dropped, raw)
+            if email is None:  # rejected: (code, detail) in place of (part, flag)
+                reject(file, line, part, flag, raw)
                 continue
             if len(part) > MAX_PROFILE_BYTES:
                 reason = f"profile is {len(part):,} bytes; Klaviyo accepts at most 100 KB"
-                reject(row.file, row.line, "profile_too_large", reason, email)
+                reject(file, line, "profile_too_large", reason, email)
                 continue
             h = email_hash(email)
             if not seen.add_hash(h):
                 tally.duplicates += 1
                 continue
-            if phone_dropped:
+            if flag:
                 tally.phones_dropped += 1
             if not batch.fits(len(part)):
                 yield batch
                 batch = Batch(batch.index + 1, list_id)
-            batch.add(part, file_index[row.file], row.line, h)
+            batch.add(part, file_index[file], line, h)
             tally.profiles_packed += 1
         if len(batch):
             yield batch

@@ -14,6 +14,7 @@ import pytest
 from devtools.sample_export import write_sample_export
 from shared.definitions import parse_definition
 from shared.errors import ConsentError, InputError, KlaviyoFatalError
+from shared.export import RunOptions
 from shared.keyvault import LocalApiKey
 from shared.retry import RetryPolicy
 from shared.runner import run_definition
@@ -302,3 +303,23 @@ def test_every_request_the_exporter_sends_conforms_to_klaviyos_openapi(
     assert job["headers"]["revision"] == "2026-07-15"
     assert job["headers"]["content-type"] == "application/vnd.api+json"
     assert "pk_test_sandbox" not in orjson.dumps(recorded).decode()
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_worker_processes_give_the_same_run_as_one_process(
+    container, settings, klaviyo_sandbox, blob_service, partitions
+):
+    # partitions=3: workers read partitions themselves; 1: workers encode chunks of rows.
+    summary, definition = _sample(container, rows=9000, partitions=partitions)
+    inline = run(definition, settings, options=RunOptions(encode_workers=0, dry_run=True))
+    report = run(definition, settings, options=RunOptions(encode_workers=2))
+    assert report["rows"] == inline["rows"]
+    assert report["rejected_by_reason"] == inline["rejected_by_reason"]
+    assert report["accounted"] is True
+    assert report["rows"]["sent"] == summary.unique_valid_emails
+    assert len(klaviyo_sandbox.state.list_emails(LIST_ID)) == summary.unique_valid_emails
+
+    def lines(r):
+        return [(x["file"], x["line"], x["reason_code"]) for x in rejected_rows(blob_service, r)]
+
+    assert lines(report) == lines(inline)
