@@ -319,7 +319,9 @@ def test_whole_job_checks_agree_with_one_by_one_checks():
     clean = [a for a in attrs if not blurring & {a.get("email"), a.get("phone_number")}]
     for chunk in (attrs, clean):
         expected = {i: problem for i, a in enumerate(chunk) if (problem := value_problem(a))}
-        assert identifier_problems(chunk) == expected
+        emails = [a.get("email") for a in chunk]
+        phones = [a.get("phone_number") for a in chunk]
+        assert identifier_problems(emails, phones) == expected
         assert len(expected) > len(chunk) // 2  # the chunk really exercises failures
 
     good = [
@@ -333,9 +335,18 @@ def test_whole_job_checks_agree_with_one_by_one_checks():
 
 
 @pytest.mark.parametrize("store", [True, False])
-def test_upsert_matches_email_then_phone_then_external_id(store):
+def test_upsert_finds_by_email_else_phone_else_external_id(store):
     account = SandboxState(SandboxConfig(store_attributes=store)).accounts[0]
-    first = account.upsert_many(
+
+    def upsert(chunk: list[dict[str, Any]]) -> list[int]:
+        columns = [
+            [(a.get("email") or "").lower() or None for a in chunk],
+            [a.get("phone_number") for a in chunk],
+            [a.get("external_id") for a in chunk],
+        ]
+        return account.upsert_columns(*columns, chunk)
+
+    first = upsert(
         [
             {"email": "A@x.io", "phone_number": "+31611111111"},
             {"email": "a@x.io", "first_name": "again in the same chunk"},
@@ -343,19 +354,31 @@ def test_upsert_matches_email_then_phone_then_external_id(store):
             {"email": "c@x.io"},
         ]
     )
-    second = account.upsert_many(
+    second = upsert(
         [
-            {"email": "new@x.io", "phone_number": "+31611111111"},  # known by phone
-            {"email": "other@x.io", "external_id": "ext-b"},  # known by external id
-            {"email": "C@X.IO"},  # known by e-mail, any case
-            {"email": "fresh@x.io"},
+            {"phone_number": "+31611111111", "first_name": "no e-mail"},
+            {"external_id": "ext-b"},
+            {"email": "C@X.IO"},
+            {"email": "fresh@x.io", "phone_number": "+31611111111"},  # e-mail decides
         ]
     )
     assert first[0] == first[1] != first[2]
     assert second[:3] == [first[0], first[2], first[3]]
     assert second[3] not in first
-    assert account.upsert({"phone_number": "+31611111111"}) == first[0]
+    assert account.upsert({"phone_number": "+31611111111"}) == second[3]  # the latest holder
     assert account.profile_count == 4
+
+
+def test_parse_workers_give_the_same_answers(sandbox_factory):
+    sandbox = sandbox_factory(parse_workers=1)
+    broken = [*emails(3), {"type": "profile", "attributes": {"email": 12345}}]
+    with client(sandbox) as http:
+        rejected = post_job(http, broken)
+        job = run_job(sandbox, http, [*emails(3), profile("not-an-email")])
+    assert rejected.status_code == 400
+    assert only_error(rejected)["source"] == {"pointer": f"{PROFILES_POINTER}/3/attributes/email"}
+    assert (job["completed_count"], job["failed_count"]) == (3, 1)
+    assert len(sandbox.state.list_emails(DEFAULT_LIST_ID)) == 3
 
 
 def test_list_profiles_without_stored_attributes(sandbox_factory):
@@ -617,12 +640,19 @@ def test_control_endpoints(klaviyo_sandbox):
     assert healthy.status_code == 200
 
 
-def test_recording_is_capped(sandbox_factory):
-    sandbox = sandbox_factory(max_recorded_requests=3, rate_limits=False)
+def test_recording_is_capped_in_requests_and_body_bytes(sandbox_factory):
+    sandbox = sandbox_factory(max_recorded_requests=3, max_recorded_bytes=1000, rate_limits=False)
     with client(sandbox) as http:
-        for _ in range(5):
+        for _ in range(4):
             http.get(f"/api/lists/{DEFAULT_LIST_ID}")
-    assert len(sandbox.state.recorded_requests()) == 3
+        for prefix in ("old", "new"):
+            post_job(http, emails(6, prefix=prefix))  # ~600 bytes each
+    recorded = sandbox.state.recorded_requests()
+    assert [r["method"] for r in recorded] == ["GET", "POST", "POST"]
+    assert recorded[1]["body_omitted"] and recorded[1]["body"] is None  # oldest body let go
+    assert recorded[2]["body"]["data"]["attributes"]["profiles"]["data"][0]["attributes"][
+        "email"
+    ].startswith("new")
 
 
 def test_public_surface():

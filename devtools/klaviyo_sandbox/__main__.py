@@ -93,10 +93,11 @@ def _parser() -> argparse.ArgumentParser:
         help="keep identifiers and memberships only (large benchmarks)",
     )
     p.add_argument(
-        "--no-gc-freeze",
-        dest="gc_freeze",
-        action="store_false",
-        help="keep the garbage collector's defaults (slower with large jobs)",
+        "--parse-workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="processes that parse and check bulk import bodies (0: none; default 2)",
     )
     p.add_argument("--record-requests", action="store_true")
     p.add_argument("--seed", type=int, default=_D.seed)

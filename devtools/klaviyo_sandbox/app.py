@@ -14,10 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from .config import MAX_BODY_BYTES, SandboxConfig
+from .config import MAX_BODY_BYTES
 from .control import add_control_routes
 from .faults import Fault
 from .jobs import (
@@ -35,8 +34,8 @@ from .lists import (
     get_list_profiles,
     remove_list_profiles,
 )
+from .profiles import Account
 from .runtime import Runtime
-from .state import Account
 from .webio import ACCOUNT, RAW_BODY, RUNTIME
 
 __all__ = ["RUNTIME", "create_app"]
@@ -70,7 +69,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     finally:
         runtime.stats.leave(family, status)
         if runtime.config.record_requests:
-            runtime.recorded.append(_record(request, status, runtime.config))
+            runtime.recorded.append(_record(request, status), request.get(RAW_BODY))
 
 
 async def _serve(
@@ -163,27 +162,18 @@ def _check_revision(request: web.Request) -> None:
         )
 
 
-def _record(request: web.Request, status: int | None, config: SandboxConfig) -> dict[str, Any]:
+def _record(request: web.Request, status: int | None) -> dict[str, Any]:
     headers = {k.lower(): v for k, v in request.headers.items()}
     if "authorization" in headers:
         scheme = headers["authorization"].partition(" ")[0]
         headers["authorization"] = f"{scheme} <redacted>"
-    raw: bytes | None = request.get(RAW_BODY)
-    body: Any = None
-    omitted = raw is not None and len(raw) > config.max_recorded_body_bytes
-    if raw and not omitted:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = raw.decode("utf-8", "replace")
     return {
         "method": request.method,
         "path": request.path,
         "url": request.path_qs,
         "query": dict(request.query),
         "headers": headers,
-        "body": body,
-        "body_omitted": omitted,
+        "body_omitted": False,
         "status": status,
         "time": time.time(),
     }

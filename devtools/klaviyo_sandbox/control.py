@@ -102,7 +102,7 @@ def add_control_routes(app: web.Application, runtime_key: web.AppKey[Any]) -> No
     async def requests(request: web.Request) -> web.Response:
         runtime = request.app[runtime_key]
         return _json(
-            {"recording": runtime.config.record_requests, "requests": list(runtime.recorded)}
+            {"recording": runtime.config.record_requests, "requests": runtime.recorded.entries()}
         )
 
     async def forget_requests(request: web.Request) -> web.Response:

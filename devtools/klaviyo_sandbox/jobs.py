@@ -7,11 +7,22 @@ from typing import Any
 
 from aiohttp import web
 
-from .jsonapi import json_response, not_found
+from .jsonapi import iso, json_response, not_found
 from .lists import list_resource
-from .state import Job, iso, profile_id
-from .validation import parse_bulk_import, parse_subscribe
-from .webio import ACCOUNT, RUNTIME, decode_cursor, links, origin, page_size, read_json, sparse
+from .profiles import profile_id
+from .state import Job
+from .validation import parse_subscribe
+from .webio import (
+    ACCOUNT,
+    RUNTIME,
+    decode_cursor,
+    links,
+    origin,
+    page_size,
+    read_body,
+    read_json,
+    sparse,
+)
 
 __all__ = [
     "create_bulk_import_job",
@@ -57,15 +68,14 @@ def job_resource(job: Job, request: web.Request) -> dict[str, Any]:
 async def create_bulk_import_job(request: web.Request) -> web.StreamResponse:
     """POST /api/profile-bulk-import-jobs: check it all, then queue the job (202)."""
     runtime, account = request.app[RUNTIME], request[ACCOUNT]
-    body, size = await read_json(request)
-    parsed = parse_bulk_import(body, size)
-    for n, list_id in enumerate(parsed.list_ids):
+    prepared = await runtime.prepare(await read_body(request))
+    for n, list_id in enumerate(prepared.list_ids):
         if list_id not in account.lists:
             raise not_found(
                 f"A list with id '{list_id}' does not exist.",
                 pointer=f"/data/relationships/lists/data/{n}/id",
             )
-    job = runtime.state.create_job(account, parsed)
+    job = runtime.state.create_job(account, prepared)
     resource = job_resource(job, request)
     return json_response({"data": resource, "links": resource["links"]}, status=202)
 
@@ -132,8 +142,7 @@ async def get_job_profile_ids(request: web.Request) -> web.StreamResponse:
 async def subscribe_profiles(request: web.Request) -> web.StreamResponse:
     """POST /api/profile-subscription-bulk-create-jobs: consent is recorded at once."""
     account = request[ACCOUNT]
-    body, _ = await read_json(request)
-    parsed = parse_subscribe(body)
+    parsed = parse_subscribe(await read_json(request))
     if parsed.list_id is not None and parsed.list_id not in account.lists:
         raise not_found(
             f"A list with id '{parsed.list_id}' does not exist.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ __all__ = [
     "ApiError",
     "bad_request",
     "error_document",
+    "iso",
     "json_response",
     "not_found",
 ]
@@ -56,8 +58,27 @@ class ApiError(Exception):
         self.title = title or _TITLES.get(status, "Error.")
         self.headers = headers or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Parse workers raise it in another process: rebuild it there with every field.
+        fields = (self.status, self.code, self.detail, self.pointer, self.parameter)
+        return (_rebuild, (*fields, self.title, self.headers))
+
     def to_response(self) -> web.Response:
         return json_response(error_document(self), status=self.status, headers=self.headers)
+
+
+def _rebuild(
+    status: int,
+    code: str,
+    detail: str,
+    pointer: str | None,
+    parameter: str | None,
+    title: str,
+    headers: dict[str, str],
+) -> ApiError:
+    return ApiError(
+        status, code, detail, pointer=pointer, parameter=parameter, title=title, headers=headers
+    )
 
 
 def error_document(error: ApiError) -> dict[str, Any]:
@@ -86,6 +107,13 @@ def bad_request(detail: str, *, pointer: str = "/data/", code: str = "invalid") 
 
 def not_found(detail: str, *, pointer: str | None = None, parameter: str | None = None) -> ApiError:
     return ApiError(404, "not_found", detail, pointer=pointer, parameter=parameter)
+
+
+def iso(timestamp: float | None) -> str | None:
+    """Klaviyo's timestamp format (ISO 8601, microseconds, UTC offset)."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="microseconds")
 
 
 def json_response(

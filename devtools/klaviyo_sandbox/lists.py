@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .jsonapi import ApiError, json_response, not_found
-from .state import Account, ListState, iso, parse_profile_id, profile_id
+from .jsonapi import ApiError, iso, json_response, not_found
+from .profiles import Account, ListState, parse_profile_id, profile_id
 from .validation import parse_relationship_ids
 from .webio import (
     ACCOUNT,
@@ -160,7 +160,7 @@ async def get_list_profile_ids(request: web.Request) -> web.StreamResponse:
 async def _membership_numbers(request: web.Request) -> tuple[ListState, list[int]]:
     runtime, account = request.app[RUNTIME], request[ACCOUNT]
     lst = list_of(request, account)
-    body, _ = await read_json(request)
+    body = await read_json(request)
     numbers = []
     for n, text in enumerate(parse_relationship_ids(body)):
         number = parse_profile_id(text)

@@ -7,17 +7,26 @@ the same new object at once.
 
 from __future__ import annotations
 
+import asyncio
 import collections
-import gc
+import functools
+import logging
+import multiprocessing
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from .config import SandboxConfig
 from .faults import FaultInjector
 from .limits import RateLimiter
+from .prepare import PreparedJob, prepare_bulk_import, warm_up, worker_init
+from .recording import RequestLog
 from .state import SandboxState
 
 __all__ = ["RequestStats", "Runtime"]
+
+_log = logging.getLogger(__name__)
 
 
 class RequestStats:
@@ -64,9 +73,41 @@ class Runtime:
         self.limiter = RateLimiter()
         self.faults = FaultInjector(config)
         self.stats = RequestStats()
-        self.recorded: collections.deque[dict[str, Any]] = collections.deque(
-            maxlen=config.max_recorded_requests
+        self.recorded = RequestLog(
+            max_requests=config.max_recorded_requests, max_bytes=config.max_recorded_bytes
         )
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def start_workers(self) -> None:
+        """Start ``parse_workers`` processes, and wait until each has answered once."""
+        count = self.config.parse_workers
+        if not count:
+            return
+        # forkserver: never fork a process that may run threads (the in-thread sandbox).
+        self._pool = ProcessPoolExecutor(
+            count, mp_context=multiprocessing.get_context("forkserver"), initializer=worker_init
+        )
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._pool, warm_up) for _ in range(count)))
+
+    def stop_workers(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    async def prepare(self, raw: bytes) -> PreparedJob:
+        """Parse and check a bulk import body, in a worker when there are any."""
+        keep = self.config.store_attributes
+        if self._pool is None:
+            return prepare_bulk_import(raw, keep_attributes=keep, pause_gc=True)
+        work = functools.partial(prepare_bulk_import, raw, keep_attributes=keep, pause_gc=False)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): carry on without workers.
+            _log.warning("parse worker pool broke; parsing in the event loop from now on")
+            self.stop_workers()
+            return prepare_bulk_import(raw, keep_attributes=keep, pause_gc=True)
 
     def configure(self, changes: Mapping[str, Any]) -> SandboxConfig:
         """Apply run-time ``changes`` (validated first; nothing changes if one is bad)."""
@@ -78,16 +119,15 @@ class Runtime:
         self.config = new
         self.state.config = new
         self.faults.configure(new, changed)
-        if new.max_recorded_requests != self.recorded.maxlen:
-            self.recorded = collections.deque(self.recorded, maxlen=new.max_recorded_requests)
+        self.recorded.resize(
+            max_requests=new.max_recorded_requests, max_bytes=new.max_recorded_bytes
+        )
 
     def reset(self, *, restore_config: bool = False) -> None:
         """Forget profiles, jobs, counters and recordings; optionally the config changes too."""
         if restore_config:
             self._install(self.initial_config, frozenset({"seed", "throttle_storm"}))
         self.state.reset()
-        if self.config.gc_freeze:
-            gc.unfreeze()  # let the collector see what earlier jobs left behind
         self.limiter.reset()
         self.faults.reset()
         in_flight, self.stats = self.stats.in_flight, RequestStats()

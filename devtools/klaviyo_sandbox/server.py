@@ -33,8 +33,9 @@ async def serve(config: SandboxConfig) -> AsyncIterator[tuple[Runtime, str]]:
     runner = web.AppRunner(
         create_app(runtime), access_log=None, handle_signals=False, shutdown_timeout=5.0
     )
-    await runner.setup()
     try:
+        await runtime.start_workers()
+        await runner.setup()
         site = web.TCPSite(runner, config.host, config.port, backlog=1024)
         await site.start()
         port = runner.addresses[0][1]
@@ -42,6 +43,7 @@ async def serve(config: SandboxConfig) -> AsyncIterator[tuple[Runtime, str]]:
     finally:
         await runtime.state.close()
         await runner.cleanup()
+        runtime.stop_workers()
 
 
 class SandboxInspector:
@@ -65,7 +67,8 @@ class SandboxInspector:
         return self._sandbox.call(lambda rt: rt.stats_dict())
 
     def recorded_requests(self) -> list[dict[str, Any]]:
-        return self._sandbox.call(lambda rt: list(rt.recorded))
+        """Recorded /api requests, oldest first (``KlaviyoContract.validate_recorded``)."""
+        return self._sandbox.call(lambda rt: rt.recorded.entries())
 
 
 class KlaviyoSandbox:

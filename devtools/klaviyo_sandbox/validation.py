@@ -4,8 +4,8 @@ Two levels, as at Klaviyo:
 - structure (wrong JSON:API ``type``, a field of the wrong JSON type, no identifier, a
   profile over 100 KB) rejects the whole request with 400 and a ``source.pointer`` to the
   first offending profile — checked here, before the job exists;
-- values (an e-mail or phone number that does not parse) fail one profile later, while
-  the job runs, as an import error (see ``identifiers``).
+- values (an e-mail or phone number that does not parse) fail one profile, reported as
+  an import error while the job runs (see ``identifiers`` and ``prepare``).
 
 A bulk import carries up to 10,000 profiles, so the whole job is first checked with
 C-level set and map operations (``_all_well_formed``); the exact, profile-by-profile

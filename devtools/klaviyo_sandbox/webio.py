@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gc
 from typing import Any
 
 import orjson
@@ -17,8 +16,8 @@ from aiohttp import web
 
 from .config import MAX_BODY_BYTES
 from .jsonapi import JSONAPI, ApiError, bad_request, not_found
+from .profiles import Account, ListState
 from .runtime import Runtime
-from .state import Account, ListState
 
 __all__ = [
     "ACCOUNT",
@@ -30,6 +29,7 @@ __all__ = [
     "list_of",
     "origin",
     "page_size",
+    "read_body",
     "read_json",
     "sparse",
     "too_large",
@@ -38,11 +38,10 @@ __all__ = [
 RUNTIME = web.AppKey("runtime", Runtime)
 ACCOUNT = web.RequestKey("account", Account)
 RAW_BODY = web.RequestKey("raw_body", bytes)
-_FREEZE_MIN_BYTES = 256 * 1024
 
 
-async def read_json(request: web.Request) -> tuple[Any, int]:
-    """The body as JSON and its size; 415, 413 and 400 as Klaviyo answers them."""
+async def read_body(request: web.Request) -> bytes:
+    """The raw body, after Klaviyo's media type (415) and size (413) checks."""
     if request.content_type != JSONAPI:
         raise ApiError(
             415,
@@ -56,25 +55,16 @@ async def read_json(request: web.Request) -> tuple[Any, int]:
     request[RAW_BODY] = raw
     if len(raw) > MAX_BODY_BYTES:
         raise too_large(len(raw))
+    return raw
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON (small bodies: list membership, subscriptions)."""
+    raw = await read_body(request)
     try:
-        return _loads(raw, request.app[RUNTIME].config.gc_freeze), len(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"The body is not valid JSON: {exc}", code="parse_error") from exc
-
-
-def _loads(raw: bytes, gc_freeze: bool) -> Any:
-    if not gc_freeze or len(raw) < _FREEZE_MIN_BYTES:
-        return orjson.loads(raw)
-    # See SandboxConfig.gc_freeze: parse without collections, then hide the result from
-    # future ones. It is freed by reference counting once its job has run.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return orjson.loads(raw)
-    finally:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
 
 
 def too_large(size: int) -> ApiError:

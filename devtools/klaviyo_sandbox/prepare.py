@@ -1,0 +1,102 @@
+"""From a bulk import body to what its job needs: the stateless, CPU-heavy part.
+
+Accepting a job means parsing up to 5 MB of JSON, checking its structure (400 naming the
+first bad profile), checking every e-mail and phone, and lower-casing addresses. None of
+it touches the sandbox's state, so it can run in worker processes (``parse_workers``)
+while the event loop, which owns the state, keeps serving. The result is a few columns
+of strings: cheap to send back from a worker, and small to keep until the job has run.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .identifiers import identifier_problems
+from .jsonapi import bad_request
+from .validation import parse_bulk_import
+
+__all__ = ["PreparedJob", "paused_gc", "prepare_bulk_import", "warm_up", "worker_init"]
+
+
+@dataclass(slots=True)
+class PreparedJob:
+    """A checked bulk import, as columns indexed like the request's profiles."""
+
+    list_ids: tuple[str, ...]
+    keys: list[str | None]  # e-mails, lower-cased: the key profiles are found by
+    phones: list[str | None]
+    external_ids: list[str | None]
+    # index -> (field, detail, original attributes) for unusable e-mails and phones
+    problems: dict[int, tuple[str, str, dict[str, Any]]]
+    attributes: list[dict[str, Any]] | None  # kept only when the sandbox stores them
+
+    @property
+    def total(self) -> int:
+        return len(self.keys)
+
+
+@contextmanager
+def paused_gc(enabled: bool = True) -> Iterator[None]:
+    """Hold the cyclic garbage collector while a body is parsed and checked.
+
+    A 10,000-profile body is ~40,000 new containers; the collector would scan them again
+    and again while they are built (doubling the cost of a job), yet they hold no cycles
+    and are freed by reference counting as soon as the columns are made.
+    """
+    was_enabled = enabled and gc.isenabled()
+    if was_enabled:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def prepare_bulk_import(raw: bytes, *, keep_attributes: bool, pause_gc: bool) -> PreparedJob:
+    """Parse and check a body; raise ApiError (400) as Klaviyo would."""
+    with paused_gc(pause_gc):
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise bad_request(f"The body is not valid JSON: {exc}", code="parse_error") from exc
+        parsed = parse_bulk_import(body, len(raw))
+        attributes = [p["attributes"] for p in parsed.profiles]
+        emails = [a.get("email") for a in attributes]
+        phones = [a.get("phone_number") for a in attributes]
+        problems = {
+            i: (field, detail, attributes[i])
+            for i, (field, detail) in identifier_problems(emails, phones).items()
+        }
+        if None in emails:
+            keys = [e.lower() if e else None for e in emails]
+        else:
+            keys = list(map(str.lower, emails))
+        return PreparedJob(
+            list_ids=parsed.list_ids,
+            keys=keys,
+            phones=phones,
+            external_ids=[a.get("external_id") for a in attributes],
+            problems=problems,
+            attributes=attributes if keep_attributes else None,
+        )
+
+
+def worker_init() -> None:
+    """Start-up of a parse worker: nothing in it outlives a job, so no cyclic GC at all."""
+    gc.disable()
+    # Ctrl-C reaches the whole process group; the parent decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def warm_up() -> None:
+    """A no-op task that makes the pool start a worker before the first job needs it."""
+    time.sleep(0.05)  # long enough that concurrent warm-ups land on different workers
