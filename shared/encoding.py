@@ -2,13 +2,15 @@
 
 Reading, mapping and serialising rows is nearly all of a run's CPU. For a large snapshot:
 
-- with several partition files, worker processes each read whole partitions themselves
-  (``partition_rows``) and stream encoded rows back through a bounded queue per worker;
+- with several partition files, the partitions are dealt round-robin to "lanes"; each
+  lane (a worker process) reads its partitions itself and streams encoded rows back
+  through a bounded queue, and this process takes one chunk from each lane in turn
+  (``lane_rows``);
 - with one big file, this process reads and worker processes encode chunks of rows
   (``encoded_rows``).
 
-Either way results come back in input order (file by file, line by line), so batches,
-duplicates and checkpoints are the same as in a single-process run.
+Either way the order of rows depends only on the files, the number of lanes and the chunk
+size, so a resumed run (which reuses the checkpoint's lane count) packs the same jobs.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ __all__ = [
     "WireRow",
     "encode_rows",
     "encoded_rows",
-    "partition_rows",
+    "interleave",
+    "lane_rows",
     "wire_row",
     "worker_count",
 ]
@@ -190,72 +193,97 @@ def wire_row(row: Row, encoded: Encoded, email_at: int) -> WireRow:
     return (row.line, email, a, b, "")
 
 
-def _partition_worker(
-    source: PartitionSource, spec: MapperSpec, indexes: list[int], out: Any
-) -> None:
-    """Worker process: read, encode and send each assigned partition, in order."""
+def lane_chunks(
+    container: Any, source: PartitionSource, spec: MapperSpec, indexes: Sequence[int]
+) -> Iterator[tuple[int, list[WireRow]]]:
+    """One lane: its partitions in order, as chunks of up to CHUNK_ROWS rows of one file."""
+    mapper = spec.build()
+    email_at = spec.columns.index(spec.mapping.email)
+    for index in indexes:
+        with SegmentReader(container, source.only(index), source.entity) as reader:
+            if tuple(reader.columns) != spec.columns:
+                raise InputError(
+                    "header differs from the first partition's",
+                    file=source.snapshot.files[index],
+                    line=1,
+                )
+            chunk: list[WireRow] = []
+            for row in reader.rows():
+                chunk.append(wire_row(row, encode_rows(mapper, (row.values,))[0], email_at))
+                if len(chunk) == CHUNK_ROWS:
+                    yield index, chunk
+                    chunk = []
+            if chunk:
+                yield index, chunk
+
+
+def _lane_worker(source: PartitionSource, spec: MapperSpec, indexes: list[int], out: Any) -> None:
+    """Worker process: one lane's chunks, sent through ``out``."""
     from shared.storage import blob_service
 
     try:
         container = blob_service(source.connection).get_container_client(source.container)
-        mapper = spec.build()
-        email_at = spec.columns.index(spec.mapping.email)
-        for index in indexes:
-            with SegmentReader(container, source.only(index), source.entity) as reader:
-                if tuple(reader.columns) != spec.columns:
-                    raise InputError(
-                        "header differs from the first partition's",
-                        file=source.snapshot.files[index],
-                        line=1,
-                    )
-                chunk: list[WireRow] = []
-                for row in reader.rows():
-                    encoded = encode_rows(mapper, (row.values,))[0]
-                    chunk.append(wire_row(row, encoded, email_at))
-                    if len(chunk) == CHUNK_ROWS:
-                        out.put(("rows", index, chunk))
-                        chunk = []
-                out.put(("rows", index, chunk))
-            out.put(("end", index, None))
+        for index, chunk in lane_chunks(container, source, spec, indexes):
+            out.put(("rows", index, chunk))
+        out.put(("done", None, None))
     except InputError as exc:
         out.put(("input_error", None, (exc.detail, exc.file, exc.line, exc.field)))
     except Exception as exc:  # crosses a process boundary: send what it was, as text
         out.put(("error", None, f"{type(exc).__name__}: {exc}"))
 
 
-def partition_rows(
-    source: PartitionSource, spec: MapperSpec, *, workers: int
+def interleave(
+    lanes: Sequence[Iterator[tuple[int, list[WireRow]]]],
+) -> Iterator[tuple[int, list[WireRow]]]:
+    """One chunk from each lane in turn, until all are done.
+
+    The order depends only on the files, the number of lanes and CHUNK_ROWS, never on
+    timing or on whether the lanes run in processes: a resumed run packs the same jobs.
+    """
+    active = list(lanes)
+    while active:
+        for lane in list(active):
+            item = next(lane, None)
+            if item is None:
+                active.remove(lane)
+            else:
+                yield item
+
+
+def lane_rows(
+    source: PartitionSource,
+    spec: MapperSpec,
+    *,
+    lanes: int,
+    processes: bool,
+    container: Any = None,
 ) -> Iterator[tuple[str, WireRow]]:
-    """(file, encoded row) for every row of every partition, in partition and line order."""
+    """(file, encoded row) for every row, partitions split round-robin over ``lanes``.
+
+    With ``processes`` each lane is a worker process that reads its partitions itself;
+    otherwise the lanes run here, on ``container``.
+    """
     files = source.snapshot.files
-    workers = max(1, min(workers, len(files)))
+    assignments = [list(range(lane, len(files), lanes)) for lane in range(lanes)]
+    if not processes:
+        streams = [lane_chunks(container, source, spec, a) for a in assignments]
+        for index, chunk in interleave(streams):
+            for row in chunk:
+                yield files[index], row
+        return
     context = multiprocessing.get_context("spawn")
-    queues = [context.Queue(maxsize=_QUEUE_CHUNKS) for _ in range(workers)]
+    queues = [context.Queue(maxsize=_QUEUE_CHUNKS) for _ in assignments]
     procs = [
-        context.Process(
-            target=_partition_worker,
-            args=(source, spec, list(range(w, len(files), workers)), queues[w]),
-            daemon=True,
-        )
-        for w in range(workers)
+        context.Process(target=_lane_worker, args=(source, spec, a, q), daemon=True)
+        for a, q in zip(assignments, queues, strict=True)
     ]
     for proc in procs:
         proc.start()
     try:
-        for index, name in enumerate(files):
-            w = index % workers
-            while True:
-                kind, got, payload = _get(queues[w], procs[w])
-                if kind == "end":
-                    break
-                if kind == "input_error":
-                    detail, file, line, field = payload
-                    raise InputError(detail, file=file, line=line, field=field)
-                if kind == "error":
-                    raise ExportError(f"reading {name}: {payload}")
-                assert got == index, "partition results arrived out of order"
-                for row in payload:
-                    yield name, row
+        streams = [_received(q, p) for q, p in zip(queues, procs, strict=True)]
+        for index, chunk in interleave(streams):
+            for row in chunk:
+                yield files[index], row
         for proc in procs:
             proc.join(timeout=30)
     finally:
@@ -265,6 +293,19 @@ def partition_rows(
         for q in queues:
             q.cancel_join_thread()  # do not wait to flush what nobody will read
             q.close()
+
+
+def _received(q: Any, proc: Any) -> Iterator[tuple[int, list[WireRow]]]:
+    while True:
+        kind, index, payload = _get(q, proc)
+        if kind == "done":
+            return
+        if kind == "input_error":
+            detail, file, line, field = payload
+            raise InputError(detail, file=file, line=line, field=field)
+        if kind == "error":
+            raise ExportError(f"reading the segment: {payload}")
+        yield index, payload
 
 
 def _get(q: Any, proc: Any) -> tuple[str, int | None, Any]:

@@ -34,7 +34,7 @@ from shared.encoding import (
     PartitionSource,
     WireRow,
     encoded_rows,
-    partition_rows,
+    lane_rows,
     wire_row,
     worker_count,
 )
@@ -188,7 +188,8 @@ class ExportRun:
         snapshot = find_latest_snapshot(self._segments, source.folder, source.segment)
         self._snapshot = snapshot
         self._files = list(snapshot.files)
-        self._load_checkpoint(snapshot)
+        saved_lanes = self._load_checkpoint(snapshot)
+        self._lanes = self._checkpoint["lanes"] = self._choose_lanes(snapshot, saved_lanes)
         reader = SegmentReader(self._segments, snapshot, entity)
         try:
             spec = MapperSpec(
@@ -205,7 +206,8 @@ class ExportRun:
         self._email_index = spec.columns.index(self.definition.mapping.email)
         return reader, spec
 
-    def _load_checkpoint(self, snapshot: Snapshot) -> None:
+    def _load_checkpoint(self, snapshot: Snapshot) -> int | None:
+        """Start a checkpoint, or take up a saved one; returns its lane count if resumed."""
         self._checkpoint = {
             "run_id": self.run_id,
             "snapshot": snapshot.prefix,
@@ -213,10 +215,10 @@ class ExportRun:
             "jobs": {},
         }
         if self._store is None or self.options.dry_run:
-            return
+            return None
         saved = self._store.load_checkpoint()
         if not saved:
-            return
+            return None
         if saved.get("snapshot") != snapshot.prefix or saved.get("list_id") != (
             self.definition.destination.list_id
         ):
@@ -227,28 +229,41 @@ class ExportRun:
                 saved.get("list_id"),
                 snapshot.prefix,
             )
-            return
+            return None
         self._checkpoint["jobs"] = dict(saved.get("jobs") or {})
         self._resumed = {int(k): v for k, v in self._checkpoint["jobs"].items()}
         logger.info("run %s: resuming after %d accepted jobs", self.run_id, len(self._resumed))
+        return int(saved.get("lanes") or 1)
 
     # -- the reader side ----------------------------------------------------------------
 
     def _encoded(self, reader: SegmentReader, spec: MapperSpec) -> Iterator[tuple[str, WireRow]]:
-        """(file, encoded row) in input order: in worker processes for large snapshots."""
+        """(file, encoded row) in a deterministic order; worker processes when it pays."""
         snapshot = self._snapshot
         assert snapshot is not None
         workers = worker_count(snapshot.total_bytes, self.options.encode_workers)
-        if workers and self._segments_connection is not None and len(snapshot.files) > 1:
+        if self._lanes > 1:
             source = PartitionSource(
                 self._segments_connection, self.definition.source.container, self._entity,
                 snapshot,
             )  # fmt: skip
-            yield from partition_rows(source, spec, workers=workers)
+            processes = workers > 0 and self._segments_connection is not None
+            yield from lane_rows(
+                source, spec, lanes=self._lanes, processes=processes, container=self._segments
+            )
             return
         email_at = self._email_index
         for row, encoded in encoded_rows(reader.rows(), spec, workers=workers):
             yield row.file, wire_row(row, encoded, email_at)
+
+    def _choose_lanes(self, snapshot: Snapshot, saved: int | None) -> int:
+        """Lanes (parallel partition readers) for this run; a resumed run keeps its own."""
+        if saved:
+            return saved
+        if self._segments_connection is None or len(snapshot.files) < 2:
+            return 1
+        workers = worker_count(snapshot.total_bytes, self.options.encode_workers)
+        return max(1, min(workers, len(snapshot.files)))
 
     def _batches(self, reader: SegmentReader, spec: MapperSpec) -> Iterator[Batch]:
         """Encoded rows -> batches. Runs in a worker thread; keep it lean per row."""

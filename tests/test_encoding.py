@@ -37,3 +37,32 @@ def test_small_snapshots_are_encoded_inline():
     assert worker_count(1_000_000) == 0
     assert worker_count(10**9, requested=3) == 3
     assert (ROOT / "shared" / "__main__.py").read_text().count('__name__ == "__main__"') == 1
+
+
+def test_lanes_give_the_same_rows_in_the_same_order_in_processes_or_here(
+    container, storage_connection_string
+):
+    from devtools.sample_export import write_sample_export
+    from shared.cdm import load_cdm
+    from shared.encoding import PartitionSource, lane_rows
+    from shared.segments import SegmentReader, find_latest_snapshot
+    from shared.settings import StorageConnection
+
+    write_sample_export(container, folder="F/K", segment="S", rows=7_000, partitions=3)
+    entity = load_cdm(container, "F/K").entity("S")
+    snapshot = find_latest_snapshot(container, "F/K", "S")
+    with SegmentReader(container, snapshot, entity) as reader:
+        columns = tuple(reader.columns)
+    definition = parse_definition(definition_doc("segments"))
+    spec = MapperSpec(definition.mapping, columns, "US", "Country", "test")
+    connection = StorageConnection(
+        setting="SEGMENTS_STORAGE", connection_string=storage_connection_string
+    )
+    source = PartitionSource(connection, container.container_name, entity, snapshot)
+    here = list(lane_rows(source, spec, lanes=2, processes=False, container=container))
+    there = list(lane_rows(source, spec, lanes=2, processes=True))
+    assert here == there
+    assert len(here) == 7_000
+    # round-robin by chunk: lane 0 (partitions 1 and 3) and lane 1 (partition 2) alternate
+    first_files = [f.rsplit("_", 1)[1] for f, _ in here[:: 2_000]]
+    assert first_files[:2] == ["1.csv", "2.csv"]

@@ -309,7 +309,8 @@ def test_every_request_the_exporter_sends_conforms_to_klaviyos_openapi(
 def test_worker_processes_give_the_same_run_as_one_process(
     container, settings, klaviyo_sandbox, blob_service, partitions
 ):
-    # partitions=3: workers read partitions themselves; 1: workers encode chunks of rows.
+    # partitions=3: two lanes of worker processes read the partitions themselves (rows
+    # come in another order); partitions=1: workers encode chunks of rows read here.
     summary, definition = _sample(container, rows=9000, partitions=partitions)
     inline = run(definition, settings, options=RunOptions(encode_workers=0, dry_run=True))
     report = run(definition, settings, options=RunOptions(encode_workers=2))
@@ -320,6 +321,8 @@ def test_worker_processes_give_the_same_run_as_one_process(
     assert len(klaviyo_sandbox.state.list_emails(LIST_ID)) == summary.unique_valid_emails
 
     def lines(r):
-        return [(x["file"], x["line"], x["reason_code"]) for x in rejected_rows(blob_service, r)]
+        return sorted(
+            (x["file"], int(x["line"]), x["reason_code"]) for x in rejected_rows(blob_service, r)
+        )
 
     assert lines(report) == lines(inline)
