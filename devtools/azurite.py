@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["Azurite", "connection_string", "free_port"]
+__all__ = ["Azurite", "connection_string", "free_port", "stop_process"]
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY = ROOT / "node_modules" / "azurite" / "dist" / "src" / "azurite.js"
@@ -33,6 +33,18 @@ def connection_string(blob_port: int, queue_port: int) -> str:
         f"BlobEndpoint=http://127.0.0.1:{blob_port}/{ACCOUNT};"
         f"QueueEndpoint=http://127.0.0.1:{queue_port}/{ACCOUNT};"
     )
+
+
+def stop_process(proc: subprocess.Popen | None, *, timeout: float = 10) -> None:
+    """Terminate a child service, and kill it if it does not exit in time."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, deadline: float) -> None:
@@ -73,12 +85,26 @@ class Azurite:
         node = shutil.which("node") or "node"
         self._proc = subprocess.Popen(
             [
-                node, str(ENTRY),
-                "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose",
-                "--location", self.location,
-                "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
-                "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
-                "--tableHost", "127.0.0.1", "--tablePort", str(free_port()),
+                node,
+                str(ENTRY),
+                "--silent",
+                "--skipApiVersionCheck",
+                "--disableTelemetry",
+                "--loose",
+                "--location",
+                self.location,
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(self.blob_port),
+                "--queueHost",
+                "127.0.0.1",
+                "--queuePort",
+                str(self.queue_port),
+                "--tableHost",
+                "127.0.0.1",
+                "--tablePort",
+                str(free_port()),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -89,13 +115,7 @@ class Azurite:
         return self
 
     def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        stop_process(self._proc)
         self._proc = None
         if self._own_location:
             shutil.rmtree(self.location, ignore_errors=True)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from devtools.azurite import Azurite
+from devtools.azurite import Azurite, stop_process
 
 __all__ = [
     "SANDBOX_API_KEY",
@@ -62,12 +62,7 @@ class SandboxProcess:
         return self._proc.pid
 
     def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        stop_process(self._proc)
         self._proc = None
 
     def __enter__(self) -> SandboxProcess:
