@@ -75,7 +75,8 @@ class ProgressLine:
         self._stream = stream
         self._tty = stream.isatty()
         self._every = every
-        self._last = 0.0
+        # Off a terminal (CI logs), the first line waits a period: short runs print none.
+        self._last = 0.0 if self._tty else time.monotonic()
 
     def __call__(self, p: dict[str, Any]) -> None:
         now = time.monotonic()
