@@ -39,6 +39,7 @@ __all__ = [
     "MapperSpec",
     "PartitionSource",
     "WireRow",
+    "WorkerError",
     "encode_rows",
     "encoded_rows",
     "interleave",
@@ -46,6 +47,10 @@ __all__ = [
     "wire_row",
     "worker_count",
 ]
+
+class WorkerError(ExportError):
+    """A worker process could not start, or died without saying why."""
+
 
 # (email, profile JSON, phone_dropped) for a profile; (None, reason code, detail) for a
 # rejected row; None for a row the reader already found malformed.
@@ -277,9 +282,9 @@ def lane_rows(
         context.Process(target=_lane_worker, args=(source, spec, a, q), daemon=True)
         for a, q in zip(assignments, queues, strict=True)
     ]
-    for proc in procs:
-        proc.start()
     try:
+        for proc in procs:
+            proc.start()
         streams = [_received(q, p) for q, p in zip(queues, procs, strict=True)]
         for index, chunk in interleave(streams):
             for row in chunk:
@@ -314,6 +319,6 @@ def _get(q: Any, proc: Any) -> tuple[str, int | None, Any]:
         with contextlib.suppress(queue.Empty):
             return q.get(timeout=1.0)
         if not proc.is_alive():
-            raise ExportError(
+            raise WorkerError(
                 f"a segment reader process exited unexpectedly (exit code {proc.exitcode})"
             )

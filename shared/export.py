@@ -33,6 +33,7 @@ from shared.encoding import (
     MapperSpec,
     PartitionSource,
     WireRow,
+    WorkerError,
     encoded_rows,
     lane_rows,
     wire_row,
@@ -243,18 +244,33 @@ class ExportRun:
         assert snapshot is not None
         workers = worker_count(snapshot.total_bytes, self.options.encode_workers)
         if self._lanes > 1:
-            source = PartitionSource(
-                self._segments_connection, self.definition.source.container, self._entity,
-                snapshot,
-            )  # fmt: skip
-            processes = workers > 0 and self._segments_connection is not None
-            yield from lane_rows(
-                source, spec, lanes=self._lanes, processes=processes, container=self._segments
-            )
+            yield from self._lane_rows(spec, snapshot, workers)
             return
         email_at = self._email_index
         for row, encoded in encoded_rows(reader.rows(), spec, workers=workers):
             yield row.file, wire_row(row, encoded, email_at)
+
+    def _lane_rows(
+        self, spec: MapperSpec, snapshot: Snapshot, workers: int
+    ) -> Iterator[tuple[str, WireRow]]:
+        """Partitions dealt to lanes: worker processes if possible, else here, same order."""
+        source = PartitionSource(
+            self._segments_connection, self.definition.source.container, self._entity, snapshot
+        )
+        if workers > 0 and self._segments_connection is not None:
+            produced = 0
+            try:
+                for item in lane_rows(source, spec, lanes=self._lanes, processes=True):
+                    produced += 1
+                    yield item
+                return
+            except (WorkerError, OSError) as exc:
+                if produced:
+                    raise  # rows already went out: a retry of the run resumes instead
+                logger.warning("worker processes unavailable (%s); reading here", exc)
+        yield from lane_rows(
+            source, spec, lanes=self._lanes, processes=False, container=self._segments
+        )
 
     def _choose_lanes(self, snapshot: Snapshot, saved: int | None) -> int:
         """Lanes (parallel partition readers) for this run; a resumed run keeps its own."""

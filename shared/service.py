@@ -134,7 +134,12 @@ def start_run(
     if claimed != run_id:
         return claimed, False
     message = {"export": export, "run_id": run_id, "dry_run": dry_run, "trigger": trigger}
-    services.queue.send_message(orjson.dumps(message).decode())
+    try:
+        services.queue.send_message(orjson.dumps(message).decode())
+    except Exception as exc:
+        # Without its message the run would never start; free the export at once.
+        services.runs.finish(export, run_id, status="failed", error=f"could not queue: {exc}")
+        raise
     logger.info(
         "export %s: queued run %s (%s%s)", export, run_id, trigger, ", dry run" if dry_run else ""
     )
