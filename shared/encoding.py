@@ -45,6 +45,7 @@ __all__ = [
     "interleave",
     "lane_rows",
     "wire_row",
+    "wire_rows",
     "worker_count",
 ]
 
@@ -198,6 +199,24 @@ def wire_row(row: Row, encoded: Encoded, email_at: int) -> WireRow:
     return (row.line, email, a, b, "")
 
 
+def wire_rows(mapper: ProfileMapper, rows: Iterator[Row], email_at: int) -> Iterator[WireRow]:
+    """``wire_row(row, encode_rows(...))`` for each row, in one loop: the workers' hot path."""
+    dumps = orjson.dumps
+    for row in rows:
+        values = row.values
+        if values is None:
+            yield (row.line, None, "malformed_row", row.error or "malformed row", "")
+            continue
+        try:
+            profile = mapper.to_profile(values)
+        except RowRejected as exc:
+            raw = values[email_at] if email_at < len(values) else ""
+            yield (row.line, None, str(exc.code), exc.detail, raw)
+            continue
+        part = dumps({"type": "profile", "attributes": profile.attributes})
+        yield (row.line, profile.email, part, profile.phone_dropped, "")
+
+
 def lane_chunks(
     container: Any, source: PartitionSource, spec: MapperSpec, indexes: Sequence[int]
 ) -> Iterator[tuple[int, list[WireRow]]]:
@@ -213,8 +232,8 @@ def lane_chunks(
                     line=1,
                 )
             chunk: list[WireRow] = []
-            for row in reader.rows():
-                chunk.append(wire_row(row, encode_rows(mapper, (row.values,))[0], email_at))
+            for wire in wire_rows(mapper, reader.rows(), email_at):
+                chunk.append(wire)
                 if len(chunk) == CHUNK_ROWS:
                     yield index, chunk
                     chunk = []

@@ -64,5 +64,18 @@ def test_lanes_give_the_same_rows_in_the_same_order_in_processes_or_here(
     assert here == there
     assert len(here) == 7_000
     # round-robin by chunk: lane 0 (partitions 1 and 3) and lane 1 (partition 2) alternate
-    first_files = [f.rsplit("_", 1)[1] for f, _ in here[:: 2_000]]
+    first_files = [f.rsplit("_", 1)[1] for f, _ in here[::2_000]]
     assert first_files[:2] == ["1.csv", "2.csv"]
+
+
+def test_the_workers_hot_loop_matches_encode_then_wire():
+    from shared.encoding import encode_rows, wire_row, wire_rows
+
+    rows = _rows(3_000)
+    mapper = _spec().build()
+    email_at = COLUMNS.index("Email")
+    expected = [
+        wire_row(r, e, email_at)
+        for r, e in zip(rows, encode_rows(mapper, [r.values for r in rows]), strict=True)
+    ]
+    assert list(wire_rows(mapper, iter(rows), email_at)) == expected
