@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import queue
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,27 +35,26 @@ from shared.segments import Row, SegmentReader, Snapshot
 from shared.settings import StorageConnection
 
 __all__ = [
-    "Encoded",
     "MapperSpec",
     "PartitionSource",
     "WireRow",
     "WorkerError",
-    "encode_rows",
     "encoded_rows",
     "interleave",
     "lane_rows",
-    "wire_row",
     "wire_rows",
     "worker_count",
 ]
+
 
 class WorkerError(ExportError):
     """A worker process could not start, or died without saying why."""
 
 
-# (email, profile JSON, phone_dropped) for a profile; (None, reason code, detail) for a
-# rejected row; None for a row the reader already found malformed.
-Encoded = tuple[str | None, Any, Any] | None
+# One encoded row, as the run consumes it and as it crosses process boundaries:
+# (line, email | None, profile JSON | reason code, phone_dropped | detail, raw e-mail of a
+# rejected row).
+WireRow = tuple[int, str | None, Any, Any, str]
 
 CHUNK_ROWS = 2_000
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024  # below this, starting workers costs more than it saves
@@ -80,23 +79,27 @@ class MapperSpec:
             source=self.source,
         )
 
+    @property
+    def email_index(self) -> int:
+        return self.columns.index(self.mapping.email)
 
-def encode_rows(mapper: ProfileMapper, rows: Sequence[list[str] | None]) -> list[Encoded]:
-    """Map and serialise each row's values (None stays None)."""
-    dumps, out = orjson.dumps, []
-    append = out.append
-    for values in rows:
+
+def wire_rows(mapper: ProfileMapper, rows: Iterable[Row], email_at: int) -> Iterator[WireRow]:
+    """Map and serialise each row: the one hot loop, in this process or a worker."""
+    dumps = orjson.dumps
+    for row in rows:
+        values = row.values
         if values is None:
-            append(None)
+            yield (row.line, None, "malformed_row", row.error or "malformed row", "")
             continue
         try:
             profile = mapper.to_profile(values)
         except RowRejected as exc:
-            append((None, str(exc.code), exc.detail))
+            raw = values[email_at] if email_at < len(values) else ""
+            yield (row.line, None, str(exc.code), exc.detail, raw)
             continue
         part = dumps({"type": "profile", "attributes": profile.attributes})
-        append((profile.email, part, profile.phone_dropped))
-    return out
+        yield (row.line, profile.email, part, profile.phone_dropped, "")
 
 
 _worker_mapper: ProfileMapper | None = None
@@ -107,9 +110,9 @@ def _init_worker(spec: MapperSpec) -> None:
     _worker_mapper = spec.build()
 
 
-def _encode_chunk(rows: list[list[str] | None]) -> list[Encoded]:
+def _wire_chunk(chunk: list[Row], email_at: int) -> list[WireRow]:
     assert _worker_mapper is not None
-    return encode_rows(_worker_mapper, rows)
+    return list(wire_rows(_worker_mapper, chunk, email_at))
 
 
 def worker_count(snapshot_bytes: int, requested: int | None = None) -> int:
@@ -124,25 +127,28 @@ def worker_count(snapshot_bytes: int, requested: int | None = None) -> int:
 
 def encoded_rows(
     rows: Iterator[Row], spec: MapperSpec, *, workers: int
-) -> Iterator[tuple[Row, Encoded]]:
-    """Each row with its encoding, in input order."""
+) -> Iterator[tuple[str, WireRow]]:
+    """(file, encoded row) for each row, in input order; chunks go to ``workers``."""
+    email_at = spec.email_index
     if workers <= 0:
         mapper = spec.build()
-        for row in rows:
-            yield row, encode_rows(mapper, (row.values,))[0]
+        for chunk in _chunks(rows):
+            yield from _with_files(chunk, wire_rows(mapper, chunk, email_at))
         return
     # "spawn": the caller has threads (downloads, the event loop); forking them is unsafe.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(spec,)
     ) as pool:
-        pending: deque[tuple[list[Row], Future[list[Encoded]]]] = deque()
+        pending: deque[tuple[list[Row], Future[list[WireRow]]]] = deque()
         for chunk in _chunks(rows):
-            pending.append((chunk, pool.submit(_encode_chunk, [r.values for r in chunk])))
+            pending.append((chunk, pool.submit(_wire_chunk, chunk, email_at)))
             if len(pending) > workers * 3:  # bounded read-ahead keeps memory flat
-                yield from _zip(*pending.popleft())
+                chunk, future = pending.popleft()
+                yield from _with_files(chunk, future.result())
         while pending:
-            yield from _zip(*pending.popleft())
+            chunk, future = pending.popleft()
+            yield from _with_files(chunk, future.result())
 
 
 def _chunks(rows: Iterator[Row]) -> Iterator[list[Row]]:
@@ -156,8 +162,8 @@ def _chunks(rows: Iterator[Row]) -> Iterator[list[Row]]:
         yield chunk
 
 
-def _zip(chunk: list[Row], future: Future[list[Encoded]]) -> Iterator[tuple[Row, Encoded]]:
-    return zip(chunk, future.result(), strict=True)
+def _with_files(chunk: list[Row], wires: Iterable[WireRow]) -> Iterator[tuple[str, WireRow]]:
+    return ((row.file, wire) for row, wire in zip(chunk, wires, strict=True))
 
 
 # -- workers that read their own partitions ---------------------------------------------
@@ -182,39 +188,7 @@ class PartitionSource:
         )
 
 
-# One encoded row as it crosses the process boundary:
-# (line, email | None, JSON | reason code, phone_dropped | detail, raw e-mail of a reject).
-WireRow = tuple[int, str | None, Any, Any, str]
 _QUEUE_CHUNKS = 8  # per worker: bounds read-ahead, and so memory
-
-
-def wire_row(row: Row, encoded: Encoded, email_at: int) -> WireRow:
-    """The compact tuple the run consumes (and that crosses process boundaries)."""
-    if encoded is None:
-        return (row.line, None, "malformed_row", row.error or "malformed row", "")
-    email, a, b = encoded
-    if email is None:
-        values = row.values or ()
-        return (row.line, None, a, b, values[email_at] if email_at < len(values) else "")
-    return (row.line, email, a, b, "")
-
-
-def wire_rows(mapper: ProfileMapper, rows: Iterator[Row], email_at: int) -> Iterator[WireRow]:
-    """``wire_row(row, encode_rows(...))`` for each row, in one loop: the workers' hot path."""
-    dumps = orjson.dumps
-    for row in rows:
-        values = row.values
-        if values is None:
-            yield (row.line, None, "malformed_row", row.error or "malformed row", "")
-            continue
-        try:
-            profile = mapper.to_profile(values)
-        except RowRejected as exc:
-            raw = values[email_at] if email_at < len(values) else ""
-            yield (row.line, None, str(exc.code), exc.detail, raw)
-            continue
-        part = dumps({"type": "profile", "attributes": profile.attributes})
-        yield (row.line, profile.email, part, profile.phone_dropped, "")
 
 
 def lane_chunks(
@@ -222,7 +196,7 @@ def lane_chunks(
 ) -> Iterator[tuple[int, list[WireRow]]]:
     """One lane: its partitions in order, as chunks of up to CHUNK_ROWS rows of one file."""
     mapper = spec.build()
-    email_at = spec.columns.index(spec.mapping.email)
+    email_at = spec.email_index
     for index in indexes:
         with SegmentReader(container, source.only(index), source.entity) as reader:
             if tuple(reader.columns) != spec.columns:

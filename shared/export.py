@@ -36,7 +36,6 @@ from shared.encoding import (
     WorkerError,
     encoded_rows,
     lane_rows,
-    wire_row,
     worker_count,
 )
 from shared.errors import ConsentError, ExportError, KlaviyoFatalError
@@ -204,7 +203,6 @@ class ExportRun:
         except BaseException:
             reader.close()  # stops its download threads
             raise
-        self._email_index = spec.columns.index(self.definition.mapping.email)
         return reader, spec
 
     def _load_checkpoint(self, snapshot: Snapshot) -> int | None:
@@ -246,9 +244,7 @@ class ExportRun:
         if self._lanes > 1:
             yield from self._lane_rows(spec, snapshot, workers)
             return
-        email_at = self._email_index
-        for row, encoded in encoded_rows(reader.rows(), spec, workers=workers):
-            yield row.file, wire_row(row, encoded, email_at)
+        yield from encoded_rows(reader.rows(), spec, workers=workers)
 
     def _lane_rows(
         self, spec: MapperSpec, snapshot: Snapshot, workers: int

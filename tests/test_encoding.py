@@ -25,10 +25,11 @@ def test_worker_processes_give_the_same_answers_in_the_same_order():
     rows = _rows(5_000)
     inline = list(encoded_rows(iter(rows), _spec(), workers=0))
     parallel = list(encoded_rows(iter(rows), _spec(), workers=2))
-    assert [r.line for r, _ in parallel] == [r.line for r in rows]
+    assert [wire[0] for _, wire in parallel] == [r.line for r in rows]
     assert parallel == inline
     kinds = {
-        ("malformed" if e is None else "rejected" if e[0] is None else "ok") for _, e in inline
+        "malformed" if wire[2] == "malformed_row" else "rejected" if wire[1] is None else "ok"
+        for _, wire in inline
     }
     assert kinds == {"malformed", "rejected", "ok"}
 
@@ -68,14 +69,25 @@ def test_lanes_give_the_same_rows_in_the_same_order_in_processes_or_here(
     assert first_files[:2] == ["1.csv", "2.csv"]
 
 
-def test_the_workers_hot_loop_matches_encode_then_wire():
-    from shared.encoding import encode_rows, wire_row, wire_rows
+def test_each_row_is_encoded_as_profile_reject_or_malformed():
+    import orjson
 
-    rows = _rows(3_000)
-    mapper = _spec().build()
-    email_at = COLUMNS.index("Email")
-    expected = [
-        wire_row(r, e, email_at)
-        for r, e in zip(rows, encode_rows(mapper, [r.values for r in rows]), strict=True)
+    from shared.encoding import wire_rows
+
+    rows = [
+        Row("f.csv", 1, None, "expected 5 fields, found 4"),
+        Row("f.csv", 2, ["2", "broken2", "Zoë", "", "NL"], None),
+        Row("f.csv", 3, ["3", " Ada@Example.com ", "Zoë", "+31612345678", "NL"], None),
+        Row("f.csv", 4, ["4", "bo@example.com", "B", "0612", "NL"], None),
     ]
-    assert list(wire_rows(mapper, iter(rows), email_at)) == expected
+    malformed, rejected, ok, bad_phone = wire_rows(_spec().build(), rows, COLUMNS.index("Email"))
+    assert malformed == (1, None, "malformed_row", "expected 5 fields, found 4", "")
+    assert rejected[:3] == (2, None, "invalid_email") and rejected[4] == "broken2"
+    assert "broken2" not in rejected[3]  # the detail is masked; the raw e-mail rides apart
+    line, email, part, phone_dropped, raw = ok
+    assert (line, email, phone_dropped, raw) == (3, "ada@example.com", False, "")
+    profile = orjson.loads(part)
+    assert profile["type"] == "profile"
+    assert profile["attributes"]["phone_number"] == "+31612345678"
+    assert profile["attributes"]["first_name"] == "Zoë"
+    assert bad_phone[1] == "bo@example.com" and bad_phone[3] is True
