@@ -129,6 +129,7 @@ class ExportRun:
         self._checkpoint: dict[str, Any] = {}
         self._checkpoint_lock = asyncio.Lock()
         self._resumed: dict[int, dict[str, Any]] = {}
+        self._removed: dict[int, list[list[Any]]] = {}  # 400-refused profiles, by batch
         self._client: KlaviyoClient | None = None
         self._started = time.monotonic()
         self._snapshot: Snapshot | None = None
@@ -306,8 +307,18 @@ class ExportRun:
         if len(batch):
             yield batch
 
-    def _reject_row(self, file: str, line: int, code: str, reason: str, email: str) -> None:
-        self.tally.reject(code)
+    def _reject_row(
+        self,
+        file: str,
+        line: int,
+        code: str,
+        reason: str,
+        email: str,
+        *,
+        after_submit: bool = False,
+    ) -> None:
+        """Count a rejected row and write it to the rejected-rows CSV."""
+        self.tally.reject(code, after_submit=after_submit)
         self._rejects.write(file, line, code, reason, email)
 
     async def _feed(self, batches: Iterator[Batch], queue: asyncio.Queue[Batch | None]) -> None:
@@ -395,15 +406,17 @@ class ExportRun:
                 reason = error_summary(exc.errors)
                 for position in sorted(positions, reverse=True):
                     removed = batch.remove(position)
-                    self.tally.reject("klaviyo_refused_profile")
-                    self._rejects.write(
+                    self._reject_row(
                         self._files[removed.file_index],
                         removed.line,
                         "klaviyo_refused_profile",
                         reason,
                         removed.email,
                     )
-                    self._note_removed(batch.index, removed, reason)
+                    # Kept until the job is accepted, then saved with it in the checkpoint.
+                    self._removed.setdefault(batch.index, []).append(
+                        [removed.file_index, removed.line, reason, removed.email]
+                    )
                 resends += 1
                 self.tally.jobs_resent_after_400 += 1
                 logger.warning(
@@ -414,14 +427,8 @@ class ExportRun:
                 )
         return None
 
-    def _note_removed(self, index: int, removed: Any, reason: str) -> None:
-        # Kept until the job is accepted, then written with it into the checkpoint.
-        self._checkpoint.setdefault("_removed", {}).setdefault(str(index), []).append(
-            [removed.file_index, removed.line, reason, removed.email]
-        )
-
     async def _save_accepted(self, batch: Batch, job_id: str) -> None:
-        removed = self._checkpoint.get("_removed", {}).pop(str(batch.index), [])
+        removed = self._removed.pop(batch.index, [])
         self._checkpoint["jobs"][str(batch.index)] = {
             "job_id": job_id,
             "profiles": len(batch),
@@ -430,8 +437,7 @@ class ExportRun:
         if self._store is None:
             return
         async with self._checkpoint_lock:
-            document = {k: v for k, v in self._checkpoint.items() if not k.startswith("_")}
-            await asyncio.to_thread(self._store.save_checkpoint, document)
+            await asyncio.to_thread(self._store.save_checkpoint, self._checkpoint)
 
     def _resume_batch(self, batch: Batch, saved: dict[str, Any]) -> None:
         """A job accepted before a restart: replay its removals, then poll it again."""
@@ -441,8 +447,7 @@ class ExportRun:
             if key in removed:
                 batch.remove(position)
                 reason, email = removed[key]
-                self.tally.reject("klaviyo_refused_profile")
-                self._rejects.write(
+                self._reject_row(
                     self._files[key[0]], key[1], "klaviyo_refused_profile", reason, email
                 )
         batch.release_payload()
@@ -489,16 +494,13 @@ class ExportRun:
         tally, batch = self.tally, tracked.batch
         if job.status == "cancelled":
             tally.jobs_cancelled += 1
+            reason = f"Klaviyo cancelled import job {job.id}"
             for position in range(len(batch)):
                 file_index, line = batch.origin(position)
-                self._rejects.write(
-                    self._files[file_index],
-                    line,
-                    "klaviyo_job_cancelled",
-                    f"Klaviyo cancelled import job {job.id}",
-                    "",
-                )
-            tally.reject("klaviyo_job_cancelled", after_submit=True, count=len(batch))
+                self._reject_row(
+                    self._files[file_index], line, "klaviyo_job_cancelled", reason, "",
+                    after_submit=True,
+                )  # fmt: skip
             return
         tally.jobs_completed += 1
         tally.klaviyo_completed += job.completed_count
@@ -520,10 +522,10 @@ class ExportRun:
             payload = attrs.get("original_payload") or {}
             email = payload.get("email") if isinstance(payload, dict) else ""
             reason = error_summary([attrs])
-            self._rejects.write(
-                self._files[file_index], line, "klaviyo_import_error", reason, email or ""
-            )
-        self.tally.reject("klaviyo_import_error", after_submit=True, count=len(booked))
+            self._reject_row(
+                self._files[file_index], line, "klaviyo_import_error", reason, email or "",
+                after_submit=True,
+            )  # fmt: skip
         unmatched = job.failed_count - len(booked)
         if unmatched > 0:
             # Klaviyo counted failures it did not describe; still account for them.

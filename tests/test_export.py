@@ -326,3 +326,22 @@ def test_worker_processes_give_the_same_run_as_one_process(
         )
 
     assert lines(report) == lines(inline)
+
+
+def test_a_cancelled_job_rejects_its_rows_and_the_counts_still_add_up(
+    container, settings, sandbox_factory, blob_service
+):
+    sandbox = sandbox_factory(cancel_jobs=True)
+    cancelling = Settings.from_env({**_env(settings), "KLAVIYO_BASE_URL": sandbox.url})
+    rows = [(str(i), f"user{i}@example.com", "X", "", "NL") for i in range(1, 4)]
+    write_small_export(container, [*rows, ("9", "nope", "X", "", "NL")])
+    report = run(parse_definition(definition_doc(container.container_name)), cancelling)
+    assert report["accounted"] is True
+    assert report["rows"]["sent"] == 0
+    assert report["rejected_by_reason"] == {"invalid_email": 1, "klaviyo_job_cancelled": 3}
+    assert report["jobs"]["cancelled"] == 1
+    cancelled = [
+        r for r in rejected_rows(blob_service, report) if r["reason_code"] != "invalid_email"
+    ]
+    assert [r["line"] for r in cancelled] == ["1", "2", "3"]
+    assert sandbox.state.list_emails(LIST_ID) == []
