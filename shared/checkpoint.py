@@ -1,0 +1,62 @@
+"""A run's checkpoint: which import jobs Klaviyo accepted, written so it never lags far.
+
+With ten jobs in flight, a 202 arrives every ~100 ms while one checkpoint write through
+Blob Storage takes tens of milliseconds or more. Writing once per job behind a lock
+queues the writes, and a crash then loses the record of every job still queued: a
+resumed run sends those again. Instead, the newest state is written as soon as the
+previous write ends (writes coalesce), so the stored checkpoint lags by at most one write,
+and each caller returns once a write that includes its change is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["CheckpointWriter"]
+
+
+class CheckpointWriter:
+    """Coalescing writer of one JSON-ready document (``save`` runs in a worker thread).
+
+    ``await writer.changed()`` after changing the document returns once a write that
+    includes the change has completed, or raises what that write raised.
+    """
+
+    def __init__(self, document: dict[str, Any], save: Callable[[dict[str, Any]], None]) -> None:
+        self.document = document
+        self._save = save
+        self._version = 0  # bumped by every change
+        self._stored = 0  # the version the last completed write held
+        self._writer: asyncio.Task[None] | None = None
+        self._done = asyncio.Condition()
+        self._failure: BaseException | None = None
+        self.writes = 0  # completed writes, for tests and the report
+
+    async def changed(self) -> None:
+        """Store the document (with every change made so far) before returning."""
+        self._version += 1
+        wanted = self._version
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_newest())
+        async with self._done:
+            await self._done.wait_for(lambda: self._stored >= wanted or self._failure is not None)
+        if self._stored < wanted and self._failure is not None:
+            raise self._failure
+
+    async def _write_newest(self) -> None:
+        while self._stored < self._version and self._failure is None:
+            version = self._version
+            # A deep enough copy to be read in another thread while the loop changes the
+            # document: the values are JSON data, and only the top-level dicts change.
+            snapshot = {k: dict(v) if isinstance(v, dict) else v for k, v in self.document.items()}
+            try:
+                await asyncio.to_thread(self._save, snapshot)
+            except BaseException as exc:  # every waiter learns why its change is not stored
+                self._failure = exc
+            else:
+                self._stored = version
+                self.writes += 1
+            async with self._done:
+                self._done.notify_all()
