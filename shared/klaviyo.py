@@ -267,7 +267,9 @@ class KlaviyoClient:
         """Which of ``emails`` (at most 100) are on the list, with ``joined_group_at``.
 
         One ``filter=any(email,[...])`` call (more only if Klaviyo pages the answer); an
-        address that is not a member is simply absent from the result.
+        address that is not a member is simply absent from the result. The addresses
+        travel in the URL: keep a call's under ~6 KB (``shared.removals`` cuts batches
+        of very long ones short), as servers refuse request lines over ~8 KB.
         """
         if not emails:
             return []

@@ -48,6 +48,11 @@ logger = logging.getLogger(__name__)
 # not these numbers, sets the pace.
 LOOKUP_CONCURRENCY = 16
 REMOVAL_CONCURRENCY = 4
+# The e-mails of a lookup travel in its URL, and servers cap a request line at ~8 KB
+# (aiohttp at 8,190 bytes). Quoted, comma-separated and with '@' percent-encoded, an
+# address costs its length plus ~8: a hundred typical ones take ~3.5 KB, and a batch of
+# unusually long ones is cut short of a hundred to stay within this budget.
+LOOKUP_URL_BUDGET = 6_000
 
 _PENDING, _OWNED, _REMOVED, _KEPT, _GONE = range(5)
 
@@ -188,7 +193,7 @@ class _RemovalStage:
     async def _look_up_all(self) -> None:
         while self._next < len(self.emails):
             start = self._next
-            self._next = end = min(start + MAX_LOOKUP_EMAILS, len(self.emails))
+            self._next = end = self._batch_end(start)
             members = await self.client.get_list_members_by_email(
                 self.list_id, self.emails[start:end]
             )
@@ -196,6 +201,17 @@ class _RemovalStage:
             self._decide(start, end, members)
             while len(self._owned_ids) >= MAX_REMOVAL_IDS:
                 await self._flush(MAX_REMOVAL_IDS)
+
+    def _batch_end(self, start: int) -> int:
+        """Where the lookup starting at ``start`` ends: 100 e-mails, or the URL budget."""
+        end, budget = start, LOOKUP_URL_BUDGET
+        limit = min(start + MAX_LOOKUP_EMAILS, len(self.emails))
+        while end < limit:
+            budget -= len(self.emails[end]) + 8
+            if budget < 0 and end > start:
+                break
+            end += 1
+        return end
 
     def _decide(self, start: int, end: int, members: list[ListMember]) -> None:
         rows: dict[str, list[int]] = {}

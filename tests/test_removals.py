@@ -160,6 +160,19 @@ async def test_server_faults_are_retried_and_nothing_is_lost(sandbox_factory):
     assert sandbox.state.list_emails(DEFAULT_LIST_ID) == expected
 
 
+async def test_long_addresses_are_looked_up_in_smaller_batches(klaviyo_sandbox):
+    # 100 valid addresses of ~200 characters would make a ~21 KB URL, over a server's 8 KB.
+    long = [f"{'x' * 57}{i:03d}@{'d' * 60}.{'e' * 60}.example.com" for i in range(100)]
+    async with sandbox_client(klaviyo_sandbox) as client:
+        first_added = await export_adds(klaviyo_sandbox, client, long)
+        result = await remove_leavers(
+            client, DEFAULT_LIST_ID, leavers_of(long, [first_added] * 100)
+        )
+    assert len(result.removed) == 100
+    assert result.lookup_calls == 4  # 29 addresses a call within the 6,000-byte budget
+    assert klaviyo_sandbox.state.list_emails(DEFAULT_LIST_ID) == []
+
+
 async def test_no_leavers_costs_no_call(klaviyo_sandbox):
     async with sandbox_client(klaviyo_sandbox) as client:
         result = await remove_leavers(client, DEFAULT_LIST_ID, leavers_of([], []))
