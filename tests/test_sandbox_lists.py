@@ -146,7 +146,12 @@ def test_joined_group_at_comparisons_combine_with_and_or_commas(klaviyo_sandbox)
 
     def found(expression: str) -> list[str]:
         with client(klaviyo_sandbox) as http:
-            items = all_pages(http, MEMBERS, filter=expression, sort="joined_group_at")
+            items = all_pages(
+                http, MEMBERS, filter=expression, sort="joined_group_at", **{"page[size]": "1"}
+            )
+            # Unsorted (by profile), the same members come, in the same order here.
+            by_profile = all_pages(http, MEMBERS, filter=expression, **{"page[size]": "2"})
+        assert [p["id"] for p in by_profile] == [p["id"] for p in items]
         return [p["attributes"]["email"] for p in items]
 
     d1, d3 = stamp(day + timedelta(days=1)), stamp(day + timedelta(days=3))
