@@ -181,9 +181,9 @@ class KlaviyoClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._retry = retry or RetryPolicy()
-        self._limiters = {
-            family: RateLimiter(limit) for family, limit in (limits or KLAVIYO_LIMITS).items()
-        }
+        # Overrides replace Klaviyo's limits family by family; the others stay in force.
+        in_force = {**KLAVIYO_LIMITS, **(limits or {})}
+        self._limiters = {family: RateLimiter(limit) for family, limit in in_force.items()}
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={

@@ -347,3 +347,14 @@ async def test_lookups_never_put_an_address_in_errors_or_log_lines(caplog):
     assert "ada@example.com" not in text and "ada%40example.com" not in text
     assert info.value.url == "https://a.klaviyo.com/api/lists/L1/profiles"
     assert "?<query redacted>" in caplog.text  # httpx's own request line, query removed
+
+
+async def test_limit_overrides_leave_the_other_families_in_force():
+    def handler(request):
+        return httpx.Response(204)
+
+    only_lists = {"lists_read": RateLimit(burst=1, steady=1)}
+    async with _client(handler, limits=only_lists) as client:
+        await client.remove_list_members("L1", ["P1"])  # list_relationships: Klaviyo's limit
+        assert client._limiters["list_relationships"].limit == RateLimit(burst=10, steady=150)
+        assert client._limiters["lists_read"].limit == only_lists["lists_read"]
