@@ -33,6 +33,7 @@ export's add of them was confirmed, dropped silently if it never was, kept as th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -40,14 +41,7 @@ import numpy.typing as npt
 import polars as pl
 
 from shared.guard import GuardVerdict, check_removals
-from shared.syncstate import (
-    CONFIRMED,
-    RETRY,
-    StateMeta,
-    SyncState,
-    SyncTarget,
-    utc_timestamp,
-)
+from shared.syncstate import CONFIRMED, RETRY, StateMeta, SyncState, SyncTarget
 
 __all__ = ["MODES", "KeyIndex", "Leavers", "Planner"]
 
@@ -100,6 +94,11 @@ class KeyIndex:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    @property
+    def nbytes(self) -> int:
+        """The directory's size (the keys belong to the state)."""
+        return int(self._starts.nbytes)
 
     def find(self, keys: U64) -> tuple[npt.NDArray[np.integer], Mask]:
         """(row, found) for each key; the row is meaningless where not found."""
@@ -160,6 +159,16 @@ class Planner:
     @property
     def full(self) -> bool:
         return self.full_reason is not None
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the planner holds besides the state: the key directory, who was seen,
+        the sends awaiting confirmation (the joiners' e-mails among them)."""
+        arrays = [self._index.nbytes, self._seen.nbytes]
+        arrays += [a.nbytes for part in self._sent for a in part]
+        arrays += [k.nbytes + h.nbytes + int(e.estimated_size()) for k, h, e in self._joined]
+        arrays += [k.nbytes for k, _ in self._confirmed]
+        return sum(arrays)
 
     @property
     def base_generation(self) -> str | None:
@@ -390,7 +399,7 @@ def _meta(
         snapshot_people=people,
         generation=generation,
         base_generation=base,
-        saved_at=saved_at or utc_timestamp(),
+        saved_at=saved_at or datetime.now(UTC).isoformat(timespec="milliseconds"),
     )
 
 

@@ -28,7 +28,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
@@ -63,7 +63,6 @@ __all__ = [
     "email_key",
     "email_keys",
     "mapping_fingerprint",
-    "utc_timestamp",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -73,7 +72,14 @@ CONFIRMED: Final = np.uint8(1)
 RETRY: Final = np.uint8(2)
 
 _META_KEY: Final = "klaviyo_sync_state"
-_COLUMNS: Final = ("key", "email", "attr_hash", "first_added_ms", "flags")
+#: Column in the file -> attribute of SyncState.
+_COLUMNS: Final = {
+    "key": "keys",
+    "email": "emails",
+    "attr_hash": "attr_hashes",
+    "first_added_ms": "first_added_ms",
+    "flags": "flags",
+}
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
@@ -96,10 +102,6 @@ def email_keys(emails: Iterable[str]) -> U64:
     return np.fromiter((xxhash.xxh3_64_intdigest(e.encode()) for e in emails), np.uint64)
 
 
-def utc_timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
 @dataclass(frozen=True, slots=True)
 class SyncTarget:
     """Whose state it is: the export, its list, and the fingerprint of what it sends."""
@@ -114,11 +116,8 @@ class SyncTarget:
 
 
 def mapping_fingerprint(definition: ExportDefinition) -> str:
-    """A hash of everything in a definition that shapes the profiles it sends.
-
-    A different fingerprint makes the next run a full one. The list id is part of it as
-    well, although a state is kept per list anyway.
-    """
+    """A hash of what in a definition shapes the profiles it sends (and of the list id,
+    although a state is kept per list anyway): when it changes, the next run is full."""
     data = definition.to_dict()
     shaping = {key: data[key] for key in ("destination", "mapping", "options")}
     digest = hashlib.sha256(orjson.dumps(shaping, option=orjson.OPT_SORT_KEYS))
@@ -199,14 +198,15 @@ class SyncState:
         keys or columns of different lengths. ``copy=False`` adopts fresh arrays that
         nobody else writes to (and makes them read-only), saving a copy of each."""
         keys_ = np.asarray(keys, dtype=np.uint64)
-        columns = {
-            "emails": len(emails),
-            "attr_hashes": len(np.asarray(attr_hashes)),
-            "first_added_ms": len(np.asarray(first_added_ms)),
-            "flags": len(np.asarray(flags)),
-        }
-        if any(n != len(keys_) for n in columns.values()):
-            raise ValueError(f"columns differ in length: keys {len(keys_)}, {columns}")
+        others = (emails, attr_hashes, first_added_ms, flags)
+        lengths = [
+            len(keys_),
+            *(len(c) if isinstance(c, pl.Series) else np.size(c) for c in others),
+        ]
+        if len(set(lengths)) > 1:
+            raise ValueError(
+                f"columns differ in length: {dict(zip(_COLUMNS, lengths, strict=True))}"
+            )
         order = None if _is_strictly_sorted(keys_) else np.argsort(keys_, kind="stable")
         if order is not None:
             keys_ = keys_[order]
@@ -256,27 +256,17 @@ class SyncState:
 
     def equals(self, other: SyncState) -> bool:
         """Same meta and the same people with the same columns."""
-        return (
-            self.meta == other.meta
-            and np.array_equal(self.keys, other.keys)
-            and self.emails.equals(other.emails)
-            and np.array_equal(self.attr_hashes, other.attr_hashes)
-            and np.array_equal(self.first_added_ms, other.first_added_ms)
-            and np.array_equal(self.flags, other.flags)
+        return self.meta == other.meta and all(
+            self.emails.equals(other.emails)
+            if name == "emails"
+            else np.array_equal(getattr(self, name), getattr(other, name))
+            for name in _COLUMNS.values()
         )
 
     # -- storage format ----------------------------------------------------------------
 
     def to_parquet(self) -> bytes:
-        frame = pl.DataFrame(
-            {
-                "key": self.keys,
-                "email": self.emails,
-                "attr_hash": self.attr_hashes,
-                "first_added_ms": self.first_added_ms,
-                "flags": self.flags,
-            }
-        )
+        frame = pl.DataFrame({column: getattr(self, name) for column, name in _COLUMNS.items()})
         out = io.BytesIO()
         frame.write_parquet(
             out,
@@ -304,15 +294,11 @@ class SyncState:
             raise SyncStateError(f"{source}: inconsistent sync state (empty values)")
         meta = StateMeta.from_json(meta_text)
         try:
-            return cls(
-                meta,
-                keys=frame["key"].to_numpy(),
-                emails=frame["email"],
-                attr_hashes=frame["attr_hash"].to_numpy(),
-                first_added_ms=frame["first_added_ms"].to_numpy(),
-                flags=frame["flags"].to_numpy(),
-                copy=False,
-            )
+            columns = {
+                name: frame[column] if name == "emails" else frame[column].to_numpy()
+                for column, name in _COLUMNS.items()
+            }
+            return cls(meta, **columns, copy=False)
         except (ValueError, TypeError, pl.exceptions.PolarsError) as exc:
             raise SyncStateError(f"{source}: inconsistent sync state ({exc})") from None
 

@@ -65,11 +65,25 @@ def peak_mb() -> float:
     return int(line.split()[1]) / 1e3
 
 
+def _reset_peak() -> bool:
+    try:  # "5" resets VmHWM to the current RSS (Linux)
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
 @contextmanager
 def timed(into: dict[str, float], name: str) -> Iterator[None]:
-    start = time.perf_counter()
+    """Seconds of the block in ``into[name + "_s"]``, and how far it raised the process's
+    peak memory above where it started in ``into[name + "_peak_mb"]``."""
+    reset = _reset_peak()
+    before, start = rss_mb(), time.perf_counter()
     yield
-    into[name] = time.perf_counter() - start
+    into[name + "_s"] = time.perf_counter() - start
+    if reset:
+        into[name + "_peak_mb"] = max(peak_mb() - before, 0.0)
 
 
 def run(
@@ -81,7 +95,7 @@ def run(
 ) -> dict[str, Any]:
     """One run of the planner over the snapshot, every job confirmed."""
     t: dict[str, float] = {}
-    with timed(t, "load_s"):
+    with timed(t, "load"):
         loaded = store.load(run_id=generation)
     planner = Planner(loaded.state, target=TARGET)
     # Blocks as the data plane hands them over: e-mails in a polars Series.
@@ -90,30 +104,32 @@ def run(
         for i in range(0, len(keys), BLOCK)
     ]
     sent = []
-    with timed(t, "classify_s"):
+    with timed(t, "classify"):
         for block in blocks:
             mask = planner.classify(*block)
             sent.append(block[0][mask])
     del blocks
     verdict = planner.check_guard(max_removal_percent=10)
     to_send = np.concatenate(sent)
-    with timed(t, "confirm_s"):
+    with timed(t, "confirm"):
         for n, start in enumerate(range(0, len(to_send), JOB)):
             planner.confirm(to_send[start : start + JOB], 1_767_225_600_000 + n)
+    planner_mb = round(planner.nbytes / 1e6, 1)
     removals = 0
     if not verdict.held:
-        with timed(t, "leavers_s"):
+        with timed(t, "leavers"):
             leavers = planner.leavers()
         planner.record_removals(removed=leavers.keys, kept_not_owned=[], gone=[])
         removals = len(leavers)
-    with timed(t, "next_state_s"):
+    with timed(t, "next_state"):
         state = planner.next_state(generation)
-    with timed(t, "save_s"):
+    with timed(t, "save"):
         store.save(state, loaded)
     size = store._container.get_blob_client(store.blob_name(generation)).get_blob_properties().size
     return {
-        **{k: round(v, 3) for k, v in t.items()},
+        **{k: round(v, 3) if k.endswith("_s") else round(v, 1) for k, v in t.items()},
         "classify_ns_per_row": round(t["classify_s"] / max(len(keys), 1) * 1e9),
+        "planner_mb": planner_mb,
         "sent": len(to_send),
         "removals": removals,
         "people_after": len(state),

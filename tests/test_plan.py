@@ -483,3 +483,10 @@ def test_an_unconfirmed_person_is_retried_even_without_the_retry_flag():
     planner = Planner(state, target=TARGET)
     assert planner.classify(*block_arrays({"a": 0})).tolist() == [True]
     assert planner.summary()["retried"] == 1
+
+
+def test_planner_memory_is_reported(day1):
+    planner = Planner(day1.state, target=TARGET)
+    empty = planner.nbytes
+    planner.classify(*block_arrays({f"new{i}": 0 for i in range(100)}))
+    assert planner.nbytes > empty + 100 * 16  # each pending joiner's key and hash at least
