@@ -35,6 +35,7 @@ PARSE_TIMEOUT = 300
 # Settings the code can read that the Azure deployment deliberately leaves out, with why.
 NOT_IN_AZURE = {
     "KLAVIYO_API_KEY": "local runs only; in Azure the key comes from Key Vault (KEY_VAULT_URL)",
+    "API_AUTH_DISABLED": "local runs only; in Azure App Service authentication and app roles apply",
     "AzureWebJobsStorage": "connection-string form: Azure uses the identity-based __ settings",
     "SEGMENTS_STORAGE": "connection-string form: Azure uses the identity-based __ settings",
     "AzureWebJobsStorage__accountName": "the blob and queue service URIs are given instead",
@@ -402,6 +403,13 @@ def test_function_app_carries_exactly_the_settings_the_code_reads(files):
 
 def test_klaviyo_api_key_is_not_an_app_setting(files):
     assert "KLAVIYO_API_KEY" not in app_settings(files)
+
+
+def test_the_role_check_is_never_switched_off_in_azure(files):
+    settings = {name.upper() for name in app_settings(files)}
+    assert "API_AUTH_DISABLED" not in settings
+    for path in BICEP_FILES:
+        assert "API_AUTH_DISABLED" not in path.read_text(), path
 
 
 def test_connections_are_identity_based(files):
