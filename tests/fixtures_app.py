@@ -4,6 +4,8 @@
   may be called only once per app object), shared by every test module.
 - ``principal_header(...)``: an ``X-MS-CLIENT-PRINCIPAL`` value as App Service builds it.
 - ``call(name, method, url, ...)``: a real ``azure.functions.HttpRequest`` to one function.
+- ``live_services(...)``: Services that can run exports against Azurite, the Klaviyo sandbox
+  and the Key Vault stand-in, in a state container of their own.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import uuid
 from typing import Any
 
 import azure.functions as func
 
 from shared.auth import ADMIN, CONTRIBUTOR, PRINCIPAL_HEADER
+from shared.keyvault import KeyVaultApiKeys
+from shared.service import Services
+from shared.settings import Settings
 
 __all__ = [
     "ADMIN_OID",
@@ -24,6 +30,7 @@ __all__ = [
     "call",
     "contributor_header",
     "indexed_functions",
+    "live_services",
     "principal_header",
 ]
 
@@ -96,3 +103,29 @@ def call(
     response = indexed_functions()[name].get_user_function()(request)
     payload = json.loads(response.get_body()) if response.get_body() else None
     return response, payload
+
+
+def live_services(
+    storage_connection_string: str,
+    klaviyo_url: str,
+    key_vault: Any,
+    key_vault_client_kwargs: dict[str, Any],
+    **overrides: Any,
+) -> Services:
+    """Services for one test, with an empty run queue; ``overrides`` go to Services."""
+    settings = Settings.from_env(
+        {
+            "AzureWebJobsStorage": storage_connection_string,
+            "SEGMENTS_STORAGE": storage_connection_string,
+            "STATE_CONTAINER": f"state-{uuid.uuid4().hex[:12]}",
+            "KEY_VAULT_URL": key_vault.url,
+            "KLAVIYO_BASE_URL": klaviyo_url,
+        }
+    )
+    services = Services.from_settings(
+        settings,
+        provider=KeyVaultApiKeys(settings.key_vault_url, **key_vault_client_kwargs),
+        **{"run_options": {"poll_interval": 0.05}, **overrides},
+    )
+    services.queue.clear_messages()
+    return services

@@ -30,6 +30,7 @@ from tests.fixtures_app import (
     call,
     contributor_header,
     indexed_functions,
+    live_services,
     principal_header,
 )
 
@@ -282,25 +283,11 @@ def live(
     storage_connection_string, klaviyo_sandbox, key_vault, key_vault_client_kwargs, blob_service
 ):
     """Services that can run exports: Azurite, the Klaviyo sandbox and the Key Vault stand-in."""
-    from shared.keyvault import KeyVaultApiKeys
-
     container = f"ci-{uuid.uuid4().hex[:12]}"
     segments = blob_service.create_container(container)
-    settings = Settings.from_env(
-        {
-            "AzureWebJobsStorage": storage_connection_string,
-            "SEGMENTS_STORAGE": storage_connection_string,
-            "STATE_CONTAINER": f"state-{uuid.uuid4().hex[:12]}",
-            "KEY_VAULT_URL": key_vault.url,
-            "KLAVIYO_BASE_URL": klaviyo_sandbox.url,
-        }
+    services = live_services(
+        storage_connection_string, klaviyo_sandbox.url, key_vault, key_vault_client_kwargs
     )
-    services = Services.from_settings(
-        settings,
-        provider=KeyVaultApiKeys(settings.key_vault_url, **key_vault_client_kwargs),
-        run_options={"poll_interval": 0.05},
-    )
-    services.queue.clear_messages()
     service.configure(services)
     yield services, segments, container
     service.configure(None)
