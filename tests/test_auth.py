@@ -79,7 +79,7 @@ CALLERS = {
 }
 
 
-def _request(route: str, export: str, runs: dict[str, str], container: str, principal):
+def _request(route: str, export: str, runs: dict[str, str], container: str):
     """(function name, method, url, kwargs) for one route on one export."""
     if route == "list":
         return "exports_list", "GET", BASE, {}
@@ -134,7 +134,7 @@ CASES = [("list", OPEN)] + [(r, e) for r in ROUTES if r != "list" for e in (OPEN
 @pytest.mark.parametrize(("route", "export"), CASES)
 def test_every_route_and_role(api, route, export, who):
     services, container, runs = api
-    name, method, url, kwargs = _request(route, export, runs, container, CALLERS[who])
+    name, method, url, kwargs = _request(route, export, runs, container)
     response, body = call(name, method, url, principal=CALLERS[who], **kwargs)
     status, missing = _expected(route, export, who)
     assert response.status_code == status, body
@@ -202,7 +202,7 @@ MALFORMED = {
 def test_a_malformed_principal_is_401_on_every_route_never_500(api, kind):
     _, container, runs = api
     for route in ROUTES:
-        name, method, url, kwargs = _request(route, OPEN, runs, container, None)
+        name, method, url, kwargs = _request(route, OPEN, runs, container)
         response, body = call(name, method, url, principal=MALFORMED[kind], **kwargs)
         assert response.status_code == 401, (route, body)
         assert body["error"]["code"] == "unauthenticated"
