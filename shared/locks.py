@@ -72,7 +72,8 @@ class BlobLock:
                 raise
             raise self.busy_error(self.holder()) from exc
         # Record who holds it, so a refused caller can name the run in progress.
-        self._blob.set_blob_metadata({"run_id": run_id, "export": export}, lease=lease)
+        holder = {"run_id": run_id, "export": export} if export else {"run_id": run_id}
+        self._blob.set_blob_metadata(holder, lease=lease)
         return lease
 
     def holder(self) -> dict[str, str]:
