@@ -339,6 +339,9 @@ async def test_lookups_never_put_an_address_in_errors_or_log_lines(caplog):
         return _error(400, "Invalid filter value ada@example.com", None)
 
     caplog.set_level(logging.DEBUG)
+    # The app quiets httpx to WARNING at start (shared/logs.py); this test is about what
+    # httpx's own INFO line would show if someone turned it back on.
+    caplog.set_level(logging.INFO, logger="httpx")
     async with _client(handler) as client:
         with pytest.raises(KlaviyoFatalError) as info:
             await client.get_list_members_by_email("L1", ["ada@example.com"])
