@@ -18,6 +18,7 @@ from typing import Any
 import azure.functions as func
 import orjson
 
+from shared import auth
 from shared.definitions import parse_definition
 from shared.errors import DefinitionError, ExportError, NotFoundError
 from shared.runs import BlobRunStore
@@ -66,6 +67,8 @@ def handled(handler: Callable[..., func.HttpResponse]) -> Callable[..., func.Htt
             return handler(req, services or get_services())
         except ApiError as exc:
             return _error(exc)
+        except auth.AuthError as exc:
+            return _error(ApiError(exc.status, exc.code, str(exc), **exc.extra))
         except NotFoundError as exc:
             return _error(ApiError(404, "not_found", str(exc)))
         except DefinitionError as exc:
@@ -121,9 +124,12 @@ def _status_url(req: func.HttpRequest, name: str, run_id: str) -> str:
 
 @handled
 def list_exports(req: func.HttpRequest, services: Services) -> func.HttpResponse:
-    """Every export with its list, state and last run."""
+    """Every export with its list, state and last run (for contributors: theirs only)."""
+    principal = auth.require(req, services.settings)
     items = []
     for definition in services.definitions.list():
+        if not principal.may_use(definition):
+            continue
         status = services.runs.status(definition.name)
         items.append(
             {
@@ -141,13 +147,16 @@ def list_exports(req: func.HttpRequest, services: Services) -> func.HttpResponse
 
 @handled
 def get_export(req: func.HttpRequest, services: Services) -> func.HttpResponse:
+    principal = auth.require(req, services.settings)
     definition, etag = services.definitions.get(_name(req))
+    auth.require_export(principal, definition)
     return _json(200, definition.to_dict(), headers={"ETag": etag})
 
 
 @handled
 def put_export(req: func.HttpRequest, services: Services) -> func.HttpResponse:
     """Validate and save a definition. Saving never runs it."""
+    auth.require(req, services.settings, admin=True)
     name = _name(req)
     body = req.get_body()
     if len(body) > _MAX_BODY:
@@ -175,15 +184,20 @@ def put_export(req: func.HttpRequest, services: Services) -> func.HttpResponse:
 @handled
 def delete_export(req: func.HttpRequest, services: Services) -> func.HttpResponse:
     """Remove the definition: no scheduled or on-demand run starts after this."""
+    auth.require(req, services.settings, admin=True)
     services.definitions.delete(_name(req))
     return func.HttpResponse(status_code=204)
 
 
 @handled
 def start_export_run(req: func.HttpRequest, services: Services) -> func.HttpResponse:
+    principal = auth.require(req, services.settings)
     name = _name(req)
     dry_run = _flag(req, "dry_run")
-    run_id, queued = start_run(services, name, dry_run=dry_run, trigger="http")
+    auth.require_export(principal, services.definitions.get(name)[0])
+    run_id, queued = start_run(
+        services, name, dry_run=dry_run, trigger="http", started_by=principal.as_record()
+    )
     url = _status_url(req, name, run_id)
     if not queued:
         raise ApiError(
@@ -205,7 +219,10 @@ def start_export_run(req: func.HttpRequest, services: Services) -> func.HttpResp
 
 @handled
 def get_run(req: func.HttpRequest, services: Services) -> func.HttpResponse:
+    principal = auth.require(req, services.settings)
     name, run_id = _name(req), _run_id(req)
+    if not principal.is_admin:  # contributors see runs of exports they may use
+        auth.require_export(principal, services.definitions.get(name)[0])
     record = services.runs.get(name, run_id)
     if record is None:
         raise NotFoundError(f"run {run_id} of export {name!r} not found")
