@@ -11,10 +11,70 @@ and each caller returns once a write that includes its change is stored.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["CheckpointWriter"]
+__all__ = ["CheckpointStore", "CheckpointWriter", "RunCheckpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointStore(Protocol):
+    def load_checkpoint(self) -> dict[str, Any] | None: ...
+
+    def save_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
+
+
+class RunCheckpoint:
+    """The import jobs Klaviyo accepted in this run, by batch index, kept in the store.
+
+    ``identity`` says what the batches were packed from (snapshot, list, the sync plan's
+    base): a saved checkpoint is taken up only when it matches, since only then does this
+    attempt pack the same batches as the one that crashed.
+    """
+
+    def __init__(self, store: CheckpointStore | None, run_id: str, identity: dict[str, Any]):
+        self.run_id = run_id
+        self._store = store
+        self._identity = identity
+        self._document: dict[str, Any] = {"run_id": run_id, **identity, "jobs": {}}
+        self._writer = CheckpointWriter(self._document, store.save_checkpoint) if store else None
+        self._resumed: dict[int, dict[str, Any]] = {}
+
+    def load(self) -> int:
+        """Take up a saved checkpoint of this run; returns how many jobs it had accepted."""
+        saved = self._store.load_checkpoint() if self._store is not None else None
+        if not saved:
+            return 0
+        differs = {k: saved.get(k) for k, v in self._identity.items() if saved.get(k) != v}
+        if differs:
+            logger.warning(
+                "run %s: checkpoint was for %s; starting over", self.run_id, sorted(differs)
+            )
+            return 0
+        self._document["jobs"] = dict(saved.get("jobs") or {})
+        self._resumed = {int(k): v for k, v in self._document["jobs"].items()}
+        logger.info("run %s: resuming after %d accepted jobs", self.run_id, len(self._resumed))
+        return len(self._resumed)
+
+    @property
+    def writes(self) -> int:
+        return self._writer.writes if self._writer is not None else 0
+
+    def accepted_job(self, index: int) -> dict[str, Any] | None:
+        """What the checkpoint holds for batch ``index``, if an earlier attempt sent it."""
+        return self._resumed.get(index)
+
+    async def accept(self, index: int, job_id: str, profiles: int, removed: list[Any]) -> None:
+        """Record an accepted job; returns once a stored checkpoint holds it."""
+        self._document["jobs"][str(index)] = {
+            "job_id": job_id,
+            "profiles": profiles,
+            "removed": removed,
+        }
+        if self._writer is not None:
+            await self._writer.changed()
 
 
 class CheckpointWriter:
