@@ -267,9 +267,11 @@ class BlockReader:
             whole = len(source.buffer) <= window
             step = scan_block(
                 source.buffer if whole else memoryview(source.buffer)[:window],
-                dialect=dialect, first_line=source.line, eof=source.eof and whole,
+                dialect=dialect,
+                first_line=source.line,
+                eof=source.eof and whole,
                 target=target,
-            )  # fmt: skip
+            )
             if step.scan is not None:
                 source.consume(step.used, step.scan.next_line)
                 yield self._fast_block(f, step.scan, dialect, wanted, expected)

@@ -156,24 +156,30 @@ def scan_block(
         # from the start of that one.
         bounds = bounds[bounds < limit]
         used = int(bounds[-1]) + 1 if bounds.size else 0
-        return Step(_table(a, bounds, ends, lone_cr, quotes, dialect, first_line, used), used,
-                    exact=True)  # fmt: skip
+        return Step(
+            _table(a, bounds, ends, lone_cr, quotes, dialect, first_line, used), used, exact=True
+        )
     last = int(bounds[-1]) + 1 if bounds.size else 0
     if eof and a.size <= target and last < a.size:
         if quotes is not None and _open_at(quotes, a.size):
             # A quote still open at the end of the file: csv.reader says where it opened.
-            return Step(_table(a, bounds, ends, lone_cr, quotes, dialect, first_line, last),
-                        last, exact=True)  # fmt: skip
+            return Step(
+                _table(a, bounds, ends, lone_cr, quotes, dialect, first_line, last),
+                last,
+                exact=True,
+            )
         # The last record has no line end.
-        return Step(_table(a, bounds, ends, lone_cr, quotes, dialect, first_line, a.size,
-                           tail=True), a.size)  # fmt: skip
+        return Step(
+            _table(a, bounds, ends, lone_cr, quotes, dialect, first_line, a.size, tail=True), a.size
+        )
     cut = _cut(bounds, target)
     if cut is None:
         if eof:  # one open record runs to the end of the file, longer than target
             return Step(None, 0, exact=True)
         return Step(None, 0)
-    return Step(_table(a, bounds[bounds < cut], ends, lone_cr, quotes, dialect, first_line, cut),
-                cut)  # fmt: skip
+    return Step(
+        _table(a, bounds[bounds < cut], ends, lone_cr, quotes, dialect, first_line, cut), cut
+    )
 
 
 def _cut(bounds: np.ndarray, target: int) -> int | None:
