@@ -38,7 +38,7 @@ import sys
 import zlib
 from array import array
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -156,51 +156,88 @@ def _pick(rng: random.Random, options: str | Sequence[str]) -> str:
     return options[int(rng.random() * len(options))]
 
 
-# Phone makers per country, checked against libphonenumber (tests/test_sample_export.py).
+# Phone makers per country, checked against libphonenumber (tests/test_sample_export.py):
+# the ways people type their number into a form (national with or without the trunk
+# prefix, +country, "+country (0)", the 00/011 international prefix, dots, dashes,
+# brackets). Random digits give nearly every person a number of their own.
+_US_AREAS = ["206", "212", "305", "312", "415", "617"]
+
+
+def _nl(r: random.Random) -> str:
+    return f"{_pick(r, '12345')}{_digits(r, 7)}"
+
+
+def _us(r: random.Random) -> tuple[str, str, str]:
+    return _pick(r, _US_AREAS), f"{_pick(r, '23456789')}{_digits(r, 2)}", _digits(r, 4)
+
+
+def _gb_mobile(r: random.Random) -> str:
+    return f"7{_pick(r, ['400', '500', '800'])} {_digits(r, 6)}"
+
+
+def _fr(r: random.Random) -> str:
+    return f"{_pick(r, '12')}{_digits(r, 1)} {_digits(r, 2)} {_digits(r, 2)} {_digits(r, 2)}"
+
+
 _PHONES: dict[str, list[Callable[[random.Random], str]]] = {
     "NL": [
         lambda r: f"020 {_pick(r, '23456789')}{_digits(r, 2)} {_digits(r, 4)}",
-        lambda r: f"06 {_pick(r, '12345')}{_digits(r, 7)}",
-        lambda r: f"+31 6 {_pick(r, '12345')}{_digits(r, 7)}",
+        lambda r: f"06 {_nl(r)}",
+        lambda r: f"06-{_nl(r)}",
+        lambda r: f"+31 6 {_nl(r)}",
+        lambda r: f"+31 (0)6 {_nl(r)}",
+        lambda r: f"0031 6 {_nl(r)}",
+        lambda r: f"+316{_nl(r)}",
     ],
     "US": [
-        lambda r: (
-            f"({_pick(r, ['212', '312', '415', '617'])}) "
-            f"{_pick(r, '23456789')}{_digits(r, 2)}-{_digits(r, 4)}"
-        ),
-        lambda r: f"+1 {_pick(r, ['206', '305', '415'])} {_pick(r, '23456789')}{_digits(r, 6)}",
+        lambda r: "({}) {}-{}".format(*_us(r)),
+        lambda r: "+1 {} {}{}".format(*_us(r)),
+        lambda r: "{}-{}-{}".format(*_us(r)),
+        lambda r: "{}.{}.{}".format(*_us(r)),
+        lambda r: "1-{}-{}-{}".format(*_us(r)),
+        lambda r: "+1 ({}) {}-{}".format(*_us(r)),
+        lambda r: "{}{}{}".format(*_us(r)),
     ],
     "DE": [
         lambda r: f"030 {_pick(r, '23456789')}{_digits(r, 7)}",
         lambda r: f"0151 {_digits(r, 8)}",
+        lambda r: f"0151-{_digits(r, 8)}",
         lambda r: f"+49 151 {_digits(r, 8)}",
+        lambda r: f"+49 (0)151 {_digits(r, 8)}",
+        lambda r: f"0049 30 {_pick(r, '23456789')}{_digits(r, 7)}",
     ],
     "GB": [
         lambda r: f"020 7{_digits(r, 3)} {_digits(r, 4)}",
-        lambda r: f"07{_pick(r, ['400', '500', '800'])} {_digits(r, 6)}",
-        lambda r: f"+44 7{_pick(r, ['400', '500', '800'])} {_digits(r, 6)}",
+        lambda r: f"0{_gb_mobile(r)}",
+        lambda r: f"+44 {_gb_mobile(r)}",
+        lambda r: f"+44 (0){_gb_mobile(r)}",
+        lambda r: f"0044 {_gb_mobile(r)}",
     ],
     "FR": [
-        lambda r: (
-            f"06 {_pick(r, '12')}{_digits(r, 1)} {_digits(r, 2)} {_digits(r, 2)} {_digits(r, 2)}"
-        ),
-        lambda r: f"+33 6 {_pick(r, '12')}{_digits(r, 1)} {_digits(r, 2)} {_digits(r, 4)}",
+        lambda r: f"06 {_fr(r)}",
+        lambda r: f"+33 6 {_fr(r)}",
+        lambda r: f"06.{_fr(r).replace(' ', '.')}",
+        lambda r: f"0033 6 {_fr(r)}",
     ],
     "SE": [
         lambda r: f"070-{_digits(r, 3)} {_digits(r, 2)} {_digits(r, 2)}",
         lambda r: f"+46 70 {_digits(r, 3)} {_digits(r, 4)}",
+        lambda r: f"070{_digits(r, 7)}",
     ],
     "KR": [
         lambda r: f"010-{_pick(r, '234')}{_digits(r, 3)}-{_digits(r, 4)}",
         lambda r: f"+82 10-{_pick(r, '234')}{_digits(r, 3)}-{_digits(r, 4)}",
+        lambda r: f"010{_pick(r, '234')}{_digits(r, 7)}",
     ],
     "BR": [
         lambda r: f"(11) 9{_pick(r, '6789')}{_digits(r, 3)}-{_digits(r, 4)}",
         lambda r: f"+55 11 9{_pick(r, '6789')}{_digits(r, 3)} {_digits(r, 4)}",
+        lambda r: f"+55 (11) 9{_pick(r, '6789')}{_digits(r, 3)}-{_digits(r, 4)}",
     ],
     "ES": [
         lambda r: f"6{_digits(r, 2)} {_digits(r, 3)} {_digits(r, 3)}",
         lambda r: f"+34 6{_digits(r, 2)} {_digits(r, 3)} {_digits(r, 3)}",
+        lambda r: f"0034 6{_digits(r, 8)}",
     ],
 }
 
@@ -517,7 +554,7 @@ def write_sample_export(
     taken_at: datetime | None = None,
     dirty: bool = True,
     phone_share: float = 0.3,
-    gzip_files: bool = False,
+    gzip_files: bool | Collection[int] = False,
 ) -> SampleSummary:
     """Write model.json and ``partitions`` CSV files holding ``rows`` rows in all.
 
@@ -525,22 +562,23 @@ def write_sample_export(
     now). ``dirty`` adds the invalid, missing and duplicate e-mails, invalid phones, quoted
     cities and empty values described in the module docstring; ``phone_share`` is the share
     of rows with a valid phone. ``header`` writes a header row (and says so in model.json);
-    ``gzip_files`` writes ``.csv.gz``.
+    ``gzip_files`` writes ``.csv.gz`` (True: every partition; a collection: the partitions
+    of those 0-based indexes).
     """
     if rows < 0 or partitions < 1:
         raise ValueError("rows must be >= 0 and partitions >= 1")
     folder = folder.strip("/")
     taken_at = (taken_at or datetime.now(UTC)).astimezone(UTC).replace(second=0, microsecond=0)
     prefix = f"{folder}/{segment}/{taken_at:%Y/%m/%d/%H%M}/"
-    suffix = ".csv.gz" if gzip_files else ".csv"
     maker = _RowMaker(seed, dirty=dirty, phone_share=phone_share)
     files: list[str] = []
     stored = 0
     for p in range(partitions):
-        name = f"{prefix}{segment}_{p + 1}{suffix}"
+        zipped = p in gzip_files if isinstance(gzip_files, Collection) else gzip_files
+        name = f"{prefix}{segment}_{p + 1}{'.csv.gz' if zipped else '.csv'}"
         span = range(rows * p // partitions, rows * (p + 1) // partitions)
         stored += _write_partition(
-            container_client, name, span, maker, header=header, gzip_file=gzip_files
+            container_client, name, span, maker, header=header, gzip_file=zipped
         )
         files.append(name)
     _write_model(container_client, folder, segment, files, header=header, taken_at=taken_at)

@@ -1,22 +1,30 @@
 """Pack serialised profiles into Bulk Import Profiles jobs that respect Klaviyo's limits.
 
-A batch keeps the serialised profiles until Klaviyo accepts the job, and, for as long as
-the job runs, where each profile came from (file and line) and its e-mail hash, so an
-import error can be traced back to its input row.
+:class:`Packer` takes ProfileBlocks (after the dedupe, and after any stage that drops
+profiles with a mask) and cuts them into :class:`Batch` es of at most 10,000 profiles and
+5 MB, from the parts' byte lengths: the same greedy cut as adding them one by one, so a
+resumed run packs the same jobs. A batch keeps the serialised profiles until Klaviyo
+accepts the job, and, for as long as the job runs, where each profile came from (file and
+line) and its e-mail key, so an import error can be traced back to its input row.
 """
 
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
+
+from shared.profileblock import ProfileBlock
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "MAX_PROFILES_PER_JOB",
     "MAX_PROFILE_BYTES",
     "Batch",
+    "Packer",
     "RemovedProfile",
     "envelope",
 ]
@@ -77,6 +85,37 @@ class Batch:
             and self.nbytes + part_size + 1 <= MAX_PAYLOAD_BYTES
         )
 
+    def room(self, sizes: np.ndarray) -> int:
+        """How many of the next parts (of these byte ``sizes``) fit, as :meth:`fits` would
+        say adding them one by one."""
+        count = min(sizes.size, MAX_PROFILES_PER_JOB - len(self.lines))
+        if count <= 0:
+            return 0
+        # Part m fits when the payload before it, plus it and a comma, stays within the
+        # limit: with c = cumsum(size + 1), that is nbytes + c[m] <= limit, one byte more
+        # allowed after the first part of an empty batch (which adds no comma).
+        # (The first part of an empty batch always fits: parts are at most 100 KB.)
+        ends = np.cumsum(sizes[:count] + 1)
+        bound = MAX_PAYLOAD_BYTES - self.nbytes + (0 if self._buffer else 1)
+        return int(np.searchsorted(ends, bound, side="right"))
+
+    def extend(self, block: ProfileBlock, start: int, stop: int) -> None:
+        """Add the block's profiles ``start:stop`` (they must fit, see :meth:`room`)."""
+        parts = block.parts[start:stop]
+        if not parts:
+            return
+        if self._buffer:
+            self._buffer += b","
+        base = len(self._buffer)
+        sizes = block.sizes[start:stop] + 1
+        self.starts.frombytes(
+            (base + np.concatenate(([0], np.cumsum(sizes[:-1])))).astype(np.uint32).tobytes()
+        )
+        self._buffer += b",".join(parts)
+        self.files.frombytes(block.files[start:stop].astype(np.uint16).tobytes())
+        self.lines.frombytes(block.lines[start:stop].astype(np.uint32).tobytes())
+        self.hashes.frombytes(block.keys[start:stop].astype(np.uint64).tobytes())
+
     def add(self, part: bytes, file_index: int, line: int, email_hash: int) -> None:
         if self._buffer:
             self._buffer += b","
@@ -127,3 +166,37 @@ class Batch:
 
     def origin(self, position: int) -> tuple[int, int]:
         return self.files[position], self.lines[position]
+
+
+class Packer:
+    """Cuts ProfileBlocks into batches: ``pack(block)`` gives the batches it fills, and
+    ``flush()`` the last one. Batch indexes count from ``first_index``."""
+
+    def __init__(self, list_id: str, *, first_index: int = 0) -> None:
+        self._list_id = list_id
+        self._batch = Batch(first_index, list_id)
+
+    def pack(self, block: ProfileBlock) -> Iterator[Batch]:
+        """The batches ``block`` completes, in order; the open one stays for the next."""
+        sizes = block.sizes
+        at = 0
+        while at < len(block):
+            count = self._batch.room(sizes[at:])
+            if count == 0:
+                if not len(self._batch):
+                    raise ValueError("a profile larger than a whole job")  # rejected before
+                yield self._next()
+                continue
+            self._batch.extend(block, at, at + count)
+            at += count
+            if at < len(block):
+                yield self._next()
+
+    def flush(self) -> Batch | None:
+        """The last batch, if it holds any profile."""
+        batch = self._batch
+        return batch if len(batch) else None
+
+    def _next(self) -> Batch:
+        full, self._batch = self._batch, Batch(self._batch.index + 1, self._list_id)
+        return full

@@ -1,35 +1,35 @@
-"""Which normalised e-mail addresses a run has already seen, in little memory.
+"""Which e-mail addresses a run has already seen, decided a block at a time.
 
-A Python ``set`` of strings costs ~100 bytes per address (the string and a table slot);
-at millions of rows that dominates a run's memory. This table keeps only a 64-bit hash per
-address in one flat ``array`` (16 bytes per address at most), with linear probing. Two
-different addresses share a 64-bit hash with probability ~n²/2⁶⁵ (3e-8 at a million),
-which is far below any other source of loss.
+The keys are the ProfileBlock's ``keys``: XXH3-64 of each normalised address, stable across
+processes (the sync state persists the same keys). Two different addresses share a 64-bit
+key with probability ~n²/2⁶⁵ (3e-8 at a million), far below any other source of loss.
+
+They are kept as a few sorted numpy runs (8 bytes per address, 8 MB at a million), merged
+as they grow so that there are never more than about log₂(n / block) of them: a block's
+keys are looked up in each run with ``searchsorted``, with no Python per address.
 """
 
 from __future__ import annotations
 
-from array import array
+import numpy as np
 
-__all__ = ["SeenEmails", "email_hash"]
+from shared.profileblock import email_key
 
-_MASK = (1 << 64) - 1
+__all__ = ["SeenKeys", "email_hash"]
 
 
 def email_hash(email: str) -> int:
-    """A non-zero 64-bit hash of a normalised address, stable within one process."""
-    return (hash(email) & _MASK) or 1
+    """The dedupe key of a normalised address (the ProfileBlock's ``keys``)."""
+    return email_key(email)
 
 
-class SeenEmails:
-    """Remembers hashes of addresses; ``add`` says whether one is new."""
+class SeenKeys:
+    """Remembers keys; :meth:`first_seen` says which of a block's are new."""
 
-    __slots__ = ("_count", "_mask", "_table")
+    __slots__ = ("_count", "_runs")
 
-    def __init__(self, capacity: int = 1 << 16) -> None:
-        size = 1 << max(4, (capacity * 2 - 1).bit_length())
-        self._table = array("Q", bytes(8 * size))
-        self._mask = size - 1
+    def __init__(self) -> None:
+        self._runs: list[np.ndarray] = []  # sorted, unique, largest first
         self._count = 0
 
     def __len__(self) -> int:
@@ -37,51 +37,43 @@ class SeenEmails:
 
     @property
     def nbytes(self) -> int:
-        return self._table.itemsize * len(self._table)
+        return sum(run.nbytes for run in self._runs)
 
-    def add(self, email: str) -> bool:
-        """Record ``email``; True when it had not been seen before."""
-        return self.add_hash(email_hash(email))
-
-    def add_hash(self, h: int) -> bool:
-        table, mask = self._table, self._mask
-        i = h & mask
-        while True:
-            slot = table[i]
-            if slot == 0:
-                table[i] = h
-                self._count += 1
-                if self._count * 2 > len(table):
-                    self._grow()
-                return True
-            if slot == h:
-                return False
-            i = (i + 1) & mask
+    def first_seen(self, keys: np.ndarray) -> np.ndarray:
+        """For each key (in input order): True when it was not seen before, in this call
+        or an earlier one (the first occurrence wins). Records the new ones."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        if not keys.size:
+            return np.zeros(0, dtype=bool)
+        unique, first = np.unique(keys, return_index=True)
+        new = np.ones(unique.size, dtype=bool)
+        for run in self._runs:
+            at = np.searchsorted(run, unique)
+            inside = at < run.size
+            new[inside] &= run[at[inside]] != unique[inside]
+        fresh = np.zeros(keys.size, dtype=bool)
+        fresh[first[new]] = True
+        self._add(unique[new])
+        return fresh
 
     def __contains__(self, email: str) -> bool:
-        h = email_hash(email)
-        table, mask = self._table, self._mask
-        i = h & mask
-        while (slot := table[i]) != 0:
-            if slot == h:
+        key = np.uint64(email_key(email))
+        for run in self._runs:
+            at = int(np.searchsorted(run, key))
+            if at < run.size and run[at] == key:
                 return True
-            i = (i + 1) & mask
         return False
 
-    def _grow(self) -> None:
-        old = self._table
-        size = len(old) * 2
-        self._table = array("Q", bytes(8 * size))
-        self._mask = size - 1
-        self._count = 0
-        for h in old:
-            if h:
-                self._reinsert(h)
-
-    def _reinsert(self, h: int) -> None:
-        table, mask = self._table, self._mask
-        i = h & mask
-        while table[i] != 0:
-            i = (i + 1) & mask
-        table[i] = h
-        self._count += 1
+    def _add(self, run: np.ndarray) -> None:
+        if not run.size:
+            return
+        self._count += run.size
+        self._runs.append(run)
+        # Merge while the newest run is at least half the one before it: sizes halve
+        # down the list, so there are O(log n) runs and each key is merged O(log n) times.
+        while len(self._runs) > 1 and self._runs[-1].size * 2 >= self._runs[-2].size:
+            newer = self._runs.pop()
+            older = self._runs.pop()
+            merged = np.concatenate((older, newer))
+            merged.sort(kind="stable")
+            self._runs.append(merged)

@@ -2,7 +2,10 @@
 
 Data flows one way:
 
-    SegmentReader.rows()  (reader thread: download, CSV, mapping, dedupe, packing)
+    BlockReader.blocks()  (reader thread: download, blocks of records parsed by the engine)
+        -> BlockMapper.map()  (profiles + rejected rows, serialised in the engine)
+        -> SeenKeys           (run-wide dedupe by e-mail key)
+        -> Packer             (jobs of <= 10,000 profiles / 5 MB)
         -> Batch queue (bounded)
         -> _submit()      (event loop: several jobs in flight, rate-limited, 400s trimmed)
         -> checkpoint     (after each accepted job, so a redelivered run resumes)
@@ -25,24 +28,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Protocol
 
-from shared.batches import MAX_PROFILE_BYTES, Batch
+from shared.batches import Batch, Packer
+from shared.blocks import BlockReader
 from shared.cdm import load_cdm
-from shared.dedupe import SeenEmails, email_hash
+from shared.dedupe import SeenKeys, email_hash
 from shared.definitions import ExportDefinition
-from shared.encoding import (
-    MapperSpec,
-    PartitionSource,
-    WireRow,
-    WorkerError,
-    encoded_rows,
-    lane_rows,
-    worker_count,
-)
 from shared.errors import ConsentError, ExportError, KlaviyoFatalError
 from shared.klaviyo import ImportJob, KlaviyoClient, error_summary
+from shared.mapping.columns import BlockMapper
 from shared.report import RejectsWriter, RunTally
-from shared.segments import SegmentReader, Snapshot, find_latest_snapshot
-from shared.settings import StorageConnection
+from shared.segments import Snapshot, find_latest_snapshot
 
 __all__ = ["ExportRun", "RunOptions", "RunStore", "new_run_id"]
 
@@ -81,7 +76,6 @@ class RunOptions:
     job_deadline: float = 3600.0
     max_resends: int = 25
     progress_interval: float = 0.5
-    encode_workers: int | None = None  # processes encoding rows; None: by snapshot size
     started_by: dict[str, Any] | None = None  # name and object id of who started it
 
 
@@ -109,14 +103,11 @@ class ExportRun:
         store: RunStore | None = None,
         options: RunOptions | None = None,
         on_progress: ProgressCallback | None = None,
-        segments_connection: StorageConnection | None = None,
     ) -> None:
         self.definition = definition
         self.run_id = run_id or new_run_id()
         self.options = options or RunOptions()
         self._segments = segments  # azure.storage.blob.ContainerClient of the source
-        # How worker processes can open the source themselves (None: read in-process).
-        self._segments_connection = segments_connection
         self._client_factory = client_factory
         self._api_key = api_key
         self._store = store
@@ -146,7 +137,7 @@ class ExportRun:
                 "(connection.privacy_consent must be true before data is sent to Klaviyo)"
             )
         started_at = datetime.now(UTC)
-        reader, spec = await asyncio.to_thread(self._prepare)
+        reader, mapper = await asyncio.to_thread(self._prepare)
         logger.info(
             "export %s run %s: snapshot %s (%d files)%s",
             self.definition.name,
@@ -158,9 +149,9 @@ class ExportRun:
         progress = asyncio.create_task(self._report_progress())
         try:
             if self.options.dry_run:
-                await self._dry_run(reader, spec)
+                await self._dry_run(reader, mapper)
             else:
-                await self._upload(reader, spec)
+                await self._upload(reader, mapper)
         finally:
             progress.cancel()
             reader.close()
@@ -183,29 +174,32 @@ class ExportRun:
 
     # -- preparation (reader thread) ----------------------------------------------------
 
-    def _prepare(self) -> tuple[SegmentReader, MapperSpec]:
+    def _prepare(self) -> tuple[BlockReader, BlockMapper]:
         source = self.definition.source
         model = load_cdm(self._segments, source.folder)
-        entity = self._entity = model.entity(source.segment)
+        entity = model.entity(source.segment)
         snapshot = find_latest_snapshot(self._segments, source.folder, source.segment)
         self._snapshot = snapshot
         self._files = list(snapshot.files)
         saved_lanes = self._load_checkpoint(snapshot)
-        self._lanes = self._checkpoint["lanes"] = self._choose_lanes(snapshot, saved_lanes)
-        reader = SegmentReader(self._segments, snapshot, entity)
+        if saved_lanes not in (None, 1):
+            # Packed by the former multi-process reader, whose jobs were cut elsewhere:
+            # resending is an upsert, so start the packing over rather than guess.
+            logger.warning("run %s: checkpoint from another packing; starting over", self.run_id)
+            self._resumed, self._checkpoint["jobs"] = {}, {}
+        reader = BlockReader(self._segments, snapshot, entity)
         try:
-            spec = MapperSpec(
-                mapping=self.definition.mapping,
-                columns=tuple(reader.columns),
+            mapper = BlockMapper(
+                self.definition.mapping,
+                reader.columns,
                 default_region=self.definition.options.phone_default_region,
                 region_column=self.definition.options.phone_region_column,
                 source=f"{source.container}/{snapshot.prefix}",
-            )
-            spec.build()  # a mapped column that does not exist fails here, before any send
+            )  # a mapped column that does not exist fails here, before any send
         except BaseException:
             reader.close()  # stops its download threads
             raise
-        return reader, spec
+        return reader, mapper
 
     def _load_checkpoint(self, snapshot: Snapshot) -> int | None:
         """Start a checkpoint, or take up a saved one; returns its lane count if resumed."""
@@ -238,75 +232,25 @@ class ExportRun:
 
     # -- the reader side ----------------------------------------------------------------
 
-    def _encoded(self, reader: SegmentReader, spec: MapperSpec) -> Iterator[tuple[str, WireRow]]:
-        """(file, encoded row) in a deterministic order; worker processes when it pays."""
-        snapshot = self._snapshot
-        assert snapshot is not None
-        workers = worker_count(snapshot.total_bytes, self.options.encode_workers)
-        if self._lanes > 1:
-            yield from self._lane_rows(spec, snapshot, workers)
-            return
-        yield from encoded_rows(reader.rows(), spec, workers=workers)
-
-    def _lane_rows(
-        self, spec: MapperSpec, snapshot: Snapshot, workers: int
-    ) -> Iterator[tuple[str, WireRow]]:
-        """Partitions dealt to lanes: worker processes if possible, else here, same order."""
-        source = PartitionSource(
-            self._segments_connection, self.definition.source.container, self._entity, snapshot
-        )
-        if workers > 0 and self._segments_connection is not None:
-            produced = 0
-            try:
-                for item in lane_rows(source, spec, lanes=self._lanes, processes=True):
-                    produced += 1
-                    yield item
-                return
-            except (WorkerError, OSError) as exc:
-                if produced:
-                    raise  # rows already went out: a retry of the run resumes instead
-                logger.warning("worker processes unavailable (%s); reading here", exc)
-        yield from lane_rows(
-            source, spec, lanes=self._lanes, processes=False, container=self._segments
-        )
-
-    def _choose_lanes(self, snapshot: Snapshot, saved: int | None) -> int:
-        """Lanes (parallel partition readers) for this run; a resumed run keeps its own."""
-        if saved:
-            return saved
-        if self._segments_connection is None or len(snapshot.files) < 2:
-            return 1
-        workers = worker_count(snapshot.total_bytes, self.options.encode_workers)
-        return max(1, min(workers, len(snapshot.files)))
-
-    def _batches(self, reader: SegmentReader, spec: MapperSpec) -> Iterator[Batch]:
-        """Encoded rows -> batches. Runs in a worker thread; keep it lean per row."""
-        list_id = self.definition.destination.list_id
-        tally, seen, reject = self.tally, SeenEmails(), self._reject_row
-        file_index = {name: i for i, name in enumerate(self._files)}
-        batch = Batch(0, list_id)
-        for file, (line, email, part, flag, raw) in self._encoded(reader, spec):
-            tally.rows_read += 1
-            if email is None:  # rejected: (code, detail) in place of (part, flag)
-                reject(file, line, part, flag, raw)
-                continue
-            if len(part) > MAX_PROFILE_BYTES:
-                reason = f"profile is {len(part):,} bytes; Klaviyo accepts at most 100 KB"
-                reject(file, line, "profile_too_large", reason, email)
-                continue
-            h = email_hash(email)
-            if not seen.add_hash(h):
-                tally.duplicates += 1
-                continue
-            if flag:
-                tally.phones_dropped += 1
-            if not batch.fits(len(part)):
-                yield batch
-                batch = Batch(batch.index + 1, list_id)
-            batch.add(part, file_index[file], line, h)
-            tally.profiles_packed += 1
-        if len(batch):
-            yield batch
+    def _batches(self, reader: BlockReader, mapper: BlockMapper) -> Iterator[Batch]:
+        """Blocks -> profiles -> batches, in input order. Runs in a worker thread."""
+        tally, seen, reject, files = self.tally, SeenKeys(), self._reject_row, self._files
+        packer = Packer(self.definition.destination.list_id)
+        for block in reader.blocks(mapper.positions):
+            mapped = mapper.map(block)
+            tally.rows_read += mapped.records
+            for r in mapped.rejects:
+                reject(files[r.file_index], r.line, r.code, r.detail, r.email)
+            profiles = mapped.profiles
+            fresh = seen.first_seen(profiles.keys)
+            tally.duplicates += len(profiles) - int(fresh.sum())
+            profiles = profiles.select(fresh)
+            tally.phones_dropped += int(profiles.phone_dropped.sum())
+            tally.profiles_packed += len(profiles)
+            yield from packer.pack(profiles)
+        last = packer.flush()
+        if last is not None:
+            yield last
 
     def _reject_row(
         self,
@@ -332,15 +276,15 @@ class ExportRun:
 
     # -- dry run ------------------------------------------------------------------------
 
-    async def _dry_run(self, reader: SegmentReader, spec: MapperSpec) -> None:
-        batches = self._batches(reader, spec)
+    async def _dry_run(self, reader: BlockReader, mapper: BlockMapper) -> None:
+        batches = self._batches(reader, mapper)
         while (batch := await asyncio.to_thread(next, batches, None)) is not None:
             self.tally.jobs_planned += 1
             batch.release_payload()
 
     # -- the upload side ------------------------------------------------------------------
 
-    async def _upload(self, reader: SegmentReader, spec: MapperSpec) -> None:
+    async def _upload(self, reader: BlockReader, mapper: BlockMapper) -> None:
         api_key = await self._api_key()
         async with self._client_factory(api_key) as client:
             self._client = client
@@ -348,7 +292,7 @@ class ExportRun:
             queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.options.queue_batches)
             slots = asyncio.Semaphore(self.options.max_in_flight)
             try:
-                await self._pipeline(reader, spec, queue, slots)
+                await self._pipeline(reader, mapper, queue, slots)
             except ExceptionGroup as group:
                 # Surface the first real cause (a fatal Klaviyo answer, a bad file), not
                 # the group the task group wraps it in.
@@ -356,13 +300,13 @@ class ExportRun:
 
     async def _pipeline(
         self,
-        reader: SegmentReader,
-        spec: MapperSpec,
+        reader: BlockReader,
+        mapper: BlockMapper,
         queue: asyncio.Queue[Batch | None],
         slots: asyncio.Semaphore,
     ) -> None:
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._feed(self._batches(reader, spec), queue))
+            group.create_task(self._feed(self._batches(reader, mapper), queue))
             poller = group.create_task(self._poll())
             submits: set[asyncio.Task[None]] = set()
             while (batch := await queue.get()) is not None:

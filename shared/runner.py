@@ -84,7 +84,6 @@ async def run_definition(
         store=BlobRunStore(state, definition.name, run_id),
         options=options or RunOptions(dry_run=dry_run, max_in_flight=max_in_flight),
         on_progress=on_progress,
-        segments_connection=settings.segments_storage,
     )
     return await run.execute()
 

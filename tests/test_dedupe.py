@@ -1,19 +1,40 @@
-from shared.dedupe import SeenEmails
+import numpy as np
+import xxhash
+
+from shared.dedupe import SeenKeys, email_hash
 
 
-def test_add_reports_new_and_seen_addresses_across_growth():
-    seen = SeenEmails(capacity=4)
-    emails = [f"user{i}@example.com" for i in range(5000)]
-    assert all(seen.add(e) for e in emails)
-    assert not any(seen.add(e) for e in emails)
-    assert len(seen) == 5000
-    assert "user42@example.com" in seen
-    assert "nobody@example.com" not in seen
+def keys(emails: list[str]) -> np.ndarray:
+    return np.array([email_hash(e) for e in emails], dtype=np.uint64)
 
 
-def test_memory_is_a_flat_table_of_hashes():
-    seen = SeenEmails()
-    for i in range(100_000):
-        seen.add(f"u{i}@x.io")
-    # at most 16 bytes per address (load factor kept at or under one half)
-    assert seen.nbytes <= 16 * 100_000 * 2
+def test_first_occurrence_in_input_order_wins_within_and_across_blocks():
+    seen = SeenKeys()
+    first = seen.first_seen(keys(["a@x.io", "b@x.io", "a@x.io", "c@x.io", "b@x.io"]))
+    assert first.tolist() == [True, True, False, True, False]
+    second = seen.first_seen(keys(["c@x.io", "d@x.io", "d@x.io", "a@x.io"]))
+    assert second.tolist() == [False, True, False, False]
+    assert len(seen) == 4
+    assert "d@x.io" in seen and "e@x.io" not in seen
+
+
+def test_many_blocks_keep_few_sorted_runs_and_answer_like_a_set():
+    rng = np.random.default_rng(7)
+    seen, reference = SeenKeys(), set()
+    for _ in range(300):
+        block = rng.integers(0, 200_000, size=1_000, dtype=np.uint64)
+        expected, inside = [], set()
+        for k in block.tolist():
+            expected.append(k not in reference and k not in inside)
+            inside.add(k)
+        reference |= inside
+        assert seen.first_seen(block).tolist() == expected
+    assert len(seen) == len(reference)
+    assert len(seen._runs) <= 20  # about log2(n / block)
+    assert seen.nbytes == 8 * len(reference)  # 8 bytes per address
+
+
+def test_the_key_is_xxh3_of_the_utf8_address_stable_across_processes():
+    assert email_hash("zoë@example.com") == xxhash.xxh3_64_intdigest("zoë@example.com".encode())
+    # Pinned: the sync state persists these keys, so they must never change.
+    assert email_hash("a@example.com") == xxhash.xxh3_64_intdigest(b"a@example.com")

@@ -306,16 +306,16 @@ def test_every_request_the_exporter_sends_conforms_to_klaviyos_openapi(
 
 
 @pytest.mark.parametrize("partitions", [1, 3])
-def test_worker_processes_give_the_same_run_as_one_process(
+def test_a_dry_run_and_a_real_one_read_and_pack_the_same(
     container, settings, klaviyo_sandbox, blob_service, partitions
 ):
-    # partitions=3: two lanes of worker processes read the partitions themselves (rows
-    # come in another order); partitions=1: workers encode chunks of rows read here.
+    # The packing depends only on the files: a dry run plans the same jobs a run sends.
     summary, definition = _sample(container, rows=9000, partitions=partitions)
-    inline = run(definition, settings, options=RunOptions(encode_workers=0, dry_run=True))
-    report = run(definition, settings, options=RunOptions(encode_workers=2))
-    assert report["rows"] == inline["rows"]
-    assert report["rejected_by_reason"] == inline["rejected_by_reason"]
+    dry = run(definition, settings, options=RunOptions(dry_run=True))
+    report = run(definition, settings)
+    assert report["rows"] == dry["rows"]
+    assert report["rejected_by_reason"] == dry["rejected_by_reason"]
+    assert report["jobs"]["submitted"] == dry["jobs"]["planned"]
     assert report["accounted"] is True
     assert report["rows"]["sent"] == summary.unique_valid_emails
     assert len(klaviyo_sandbox.state.list_emails(LIST_ID)) == summary.unique_valid_emails
@@ -325,7 +325,7 @@ def test_worker_processes_give_the_same_run_as_one_process(
             (x["file"], int(x["line"]), x["reason_code"]) for x in rejected_rows(blob_service, r)
         )
 
-    assert lines(report) == lines(inline)
+    assert lines(report) == lines(dry)
 
 
 def test_a_cancelled_job_rejects_its_rows_and_the_counts_still_add_up(

@@ -6,9 +6,9 @@ import phonenumbers
 import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from shared import profiles
 from shared.definitions import parse_definition
 from shared.errors import InputError
+from shared.mapping import emails, phones, values
 from shared.profiles import (
     MappedProfile,
     ProfileMapper,
@@ -231,9 +231,9 @@ def test_plain_email_fast_path_agrees_with_emval():
             + [rng.choice(tlds)]
         )
         email = f"{local}@{domain}"
-        if profiles._is_plain_email(email):
+        if emails.is_plain_email(email):
             accepted += 1
-            assert profiles._validate_email(email).normalized == email
+            assert emails._validate_email(email).normalized == email
     assert accepted > 500  # the check is exercised, not vacuous
 
 
@@ -355,13 +355,13 @@ def _phone_samples(count: int) -> list[tuple[str, str | None]]:
 
 
 def test_fast_phone_path_gives_phonenumbers_answers():
-    reference = profiles._slow_e164.__wrapped__  # phonenumbers itself, uncached
+    reference = phones._slow_e164.__wrapped__  # phonenumbers itself, uncached
     samples = _phone_samples(4000)
     decided = valid = 0
     for text, region in samples:
         assert to_e164(text, region) == reference(text, region), (text, region)
-        compact = text if text.lstrip("+").isdigit() else text.translate(profiles._SEPARATORS)
-        if profiles._fast_e164(compact, region) is not profiles._UNDECIDED:
+        compact = text if text.lstrip("+").isdigit() else text.translate(phones._SEPARATORS)
+        if phones._fast_e164(compact, region) is not phones._UNDECIDED:
             decided += 1
         valid += reference(text, region) is not None
     # Meaningful only if both paths and both answers are well represented.
@@ -372,11 +372,11 @@ def test_fast_phone_path_gives_phonenumbers_answers():
 def test_trunk_prefix_shortcut_gives_phonenumbers_answers():
     """National numbers with a trunk prefix (020..., 06...) in every region: the shortcut
     that skips parse()'s prefix step must give parse()'s answer."""
-    reference = profiles._slow_e164.__wrapped__
+    reference = phones._slow_e164.__wrapped__
     rng = random.Random(11)
     shortcut = 0
     for region in sorted(phonenumbers.SUPPORTED_REGIONS):
-        rules = profiles._national_rules(region)
+        rules = phones._national_rules(region)
         if rules is None or rules.national_prefix is None:
             continue
         for kind in (PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE, PhoneNumberType.TOLL_FREE):
@@ -459,14 +459,14 @@ def test_canonical_date_fast_path_agrees_with_parser():
     fast = 0
     for value in _date_samples(40000):
         try:
-            expected = profiles._parsed_date(value)
+            expected = values._parsed_date(value)
         except ValueError as exc:
             expected = str(exc)
-        if profiles._is_canonical_date(value):
+        if values._is_canonical_date(value):
             fast += 1
             assert expected == value, value
         try:
-            assert profiles._to_date(value) == expected, value
+            assert values.to_date(value) == expected, value
         except ValueError as exc:
             assert str(exc) == expected, value
     assert fast > 5000  # the fast path is exercised, not vacuous
@@ -479,7 +479,7 @@ def test_canonical_date_fast_path_agrees_with_parser():
 def test_integer_fast_path_agrees_with_float_route(raw):
     number = float(raw)
     expected = int(number) if -(2**53) <= number <= 2**53 else number
-    value = profiles._to_number(raw)
+    value = values.to_number(raw)
     assert value == expected
     assert type(value) is type(expected)
 

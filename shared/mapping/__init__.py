@@ -1,0 +1,1 @@
+"""Rows -> Klaviyo profiles: e-mail, phone numbers, typed values; a row or a block at a time."""

@@ -1,0 +1,367 @@
+"""Where the records of a CSV byte stream start and end, found with numpy, not per row.
+
+The block reader (shared/blocks.py) cuts each file into blocks of whole records and hands
+each to polars. Three things must be exact for that, and all come from this module:
+
+- **Record boundaries.** A record ends at a line end outside quotes. With RFC 4180 quoting
+  that is a line end preceded by an even number of quote characters since the block began
+  (the block begins at a record boundary). That holds only while every quote sits where
+  quoting puts it: an opening quote at the start of a field, a closing one before a
+  delimiter, a line end or a doubled quote. ``csv.reader`` (strict=False) reads a quote
+  anywhere else as text, so a block with such a quote is not split by parity: its records
+  from that quote on are read by ``csv.reader`` itself (:class:`ExactRecords`).
+- **Line numbers.** A record's line is the physical line it starts on, counting ``\\n``,
+  ``\\r\\n`` and a lone ``\\r`` as line ends (as ``TextIOWrapper(newline="")`` does), also
+  inside quoted values. polars reads a lone ``\\r`` as data, so one that ends a record is
+  turned into ``\\n`` (same length, offsets unchanged) before parsing.
+- **Field counts.** Delimiters outside quotes, per record: a record with the wrong count
+  is rejected as ``malformed_row``; a blank line is no record, as for ``csv.reader``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shared.errors import InputError
+
+__all__ = [
+    "ByteSource",
+    "CsvDialect",
+    "ExactRecords",
+    "Scan",
+    "Step",
+    "clean_prefix",
+    "count_line_ends",
+    "scan_block",
+    "undecodable",
+]
+
+_LF, _CR, _QUOTE = 10, 13, 34
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass(frozen=True, slots=True)
+class CsvDialect:
+    """How a partition is written: its delimiter, and whether quotes quote."""
+
+    delimiter: str = ","
+    quoting: bool = True
+
+    @property
+    def byte(self) -> int:
+        return ord(self.delimiter.encode("utf-8")[:1]) if self.delimiter.isascii() else -1
+
+    def reader_options(self) -> dict[str, Any]:
+        return {
+            "delimiter": self.delimiter,
+            "quotechar": '"',
+            "doublequote": True,
+            "quoting": csv.QUOTE_MINIMAL if self.quoting else csv.QUOTE_NONE,
+            "strict": False,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """The records of one block of whole records.
+
+    ``starts``/``ends`` are byte offsets of each record's content (``ends`` excludes the
+    line end), ``lines`` the physical line each starts on, ``fields`` its field count
+    (0 for a blank line). ``data`` is the block, lone CRs that end a record made ``\\n``.
+    """
+
+    data: bytes
+    starts: np.ndarray
+    ends: np.ndarray
+    lines: np.ndarray
+    fields: np.ndarray
+    next_line: int  # the line the byte after the block is on
+
+
+def _line_ends(a: np.ndarray, eof: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of every line end (the ``\\n`` of ``\\r\\n``), and of the lone CRs."""
+    lf = np.flatnonzero(a == _LF)
+    cr = np.flatnonzero(a == _CR)
+    if cr.size:
+        after = cr + 1
+        inside = after < a.size
+        lone = np.zeros(cr.size, dtype=bool)
+        lone[inside] = a[after[inside]] != _LF
+        # A CR as the very last byte ends a line only at the end of the file: before that,
+        # the next chunk may start with its LF.
+        lone[~inside] = eof
+        lone_cr = cr[lone]
+        if lone_cr.size:
+            return np.union1d(lf, lone_cr), lone_cr
+    return lf, cr[:0]
+
+
+def _boundaries(a: np.ndarray, ends: np.ndarray, quotes: np.ndarray | None) -> np.ndarray:
+    """The line ends that end a record: those with an even number of quotes before them."""
+    if quotes is None or quotes.size == 0:
+        return ends
+    return ends[(np.searchsorted(quotes, ends) & 1) == 0]
+
+
+def clean_prefix(a: np.ndarray, quotes: np.ndarray, delimiter: int) -> int:
+    """Offset of the first quote that ``csv.reader`` would read differently from quote
+    parity (see the module docstring), or ``a.size`` when there is none.
+
+    A closing quote as the very last byte is taken as fine: no record is cut after it
+    before the next chunk shows what follows.
+    """
+    if quotes.size == 0:
+        return a.size
+    opening = quotes[0::2]
+    closing = quotes[1::2]
+    before = a[np.maximum(opening - 1, 0)]
+    ok_open = (opening == 0) | (before == delimiter) | (before == _LF) | (before == _CR)
+    # After a doubled quote ("") the second one starts a new quoted stretch.
+    ok_open |= (before == _QUOTE) & (opening > 0)
+    after = a[np.minimum(closing + 1, a.size - 1)]
+    ok_close = (closing + 1 >= a.size) | (after == _QUOTE) | (after == delimiter)
+    ok_close |= (after == _LF) | (after == _CR)
+    bad = np.concatenate([opening[~ok_open], closing[~ok_close]])
+    return int(bad.min()) if bad.size else a.size
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What :func:`scan_block` found: ``scan`` covers ``used`` bytes (None when 0); with
+    ``exact`` the records from ``used`` on need :class:`ExactRecords`; ``used == 0`` and
+    not ``exact``: more data is needed to end a record."""
+
+    scan: Scan | None
+    used: int
+    exact: bool = False
+
+
+def scan_block(
+    buffer: bytes, *, dialect: CsvDialect, first_line: int, eof: bool, target: int
+) -> Step:
+    """The whole records at the start of ``buffer`` (about ``target`` bytes of them)."""
+    a = np.frombuffer(buffer, dtype=np.uint8)
+    ends, lone_cr = _line_ends(a, eof)
+    quotes = np.flatnonzero(a == _QUOTE) if dialect.quoting else None
+    limit = a.size if quotes is None else clean_prefix(a, quotes, dialect.byte)
+    bounds = _boundaries(a, ends, quotes)
+    if limit < a.size:
+        # Records before the one holding the undecidable quote are fine; csv.reader reads
+        # from the start of that one.
+        bounds = bounds[bounds < limit]
+        used = int(bounds[-1]) + 1 if bounds.size else 0
+        return Step(
+            _table(a, bounds, ends, lone_cr, quotes, dialect, first_line, used), used, exact=True
+        )
+    last = int(bounds[-1]) + 1 if bounds.size else 0
+    if eof and a.size <= target and last < a.size:
+        if quotes is not None and _open_at(quotes, a.size):
+            # A quote still open at the end of the file: csv.reader says where it opened.
+            return Step(
+                _table(a, bounds, ends, lone_cr, quotes, dialect, first_line, last),
+                last,
+                exact=True,
+            )
+        # The last record has no line end.
+        return Step(
+            _table(a, bounds, ends, lone_cr, quotes, dialect, first_line, a.size, tail=True), a.size
+        )
+    cut = _cut(bounds, target)
+    if cut is None:
+        if eof:  # one open record runs to the end of the file, longer than target
+            return Step(None, 0, exact=True)
+        return Step(None, 0)
+    return Step(
+        _table(a, bounds[bounds < cut], ends, lone_cr, quotes, dialect, first_line, cut), cut
+    )
+
+
+def _cut(bounds: np.ndarray, target: int) -> int | None:
+    """Where to end the block: after the last record end within ``target`` bytes, or
+    after the first one past it when a single record is longer."""
+    if not bounds.size:
+        return None
+    within = np.searchsorted(bounds, target - 1, side="right")
+    pick = bounds[within - 1] if within else bounds[0]
+    return int(pick) + 1
+
+
+def _open_at(quotes: np.ndarray, position: int) -> bool:
+    return bool(np.searchsorted(quotes, position) & 1)
+
+
+def _table(
+    a: np.ndarray,
+    bounds: np.ndarray,
+    ends: np.ndarray,
+    lone_cr: np.ndarray,
+    quotes: np.ndarray | None,
+    dialect: CsvDialect,
+    first_line: int,
+    used: int,
+    *,
+    tail: bool = False,
+) -> Scan | None:
+    """The record table of ``a[:used]``; ``tail``: the last record has no line end."""
+    if used == 0:
+        return None
+    starts = np.concatenate(([0], bounds + 1)).astype(np.int64)
+    stops = bounds.astype(np.int64)
+    if tail:
+        stops = np.concatenate((stops, [used]))
+    else:
+        starts = starts[:-1]
+    # "\r\n": the record's content ends before the CR.
+    crlf = np.zeros(stops.size, dtype=bool)
+    has_before = (stops > starts) & (stops < a.size)
+    if stops.size:
+        idx = np.minimum(stops, a.size - 1)
+        crlf = has_before & (a[idx] == _LF) & (a[np.maximum(idx - 1, 0)] == _CR)
+    content_ends = stops - crlf
+    lines = first_line + np.searchsorted(ends, starts)
+    next_line = first_line + int(np.searchsorted(ends, used))
+    fields = _field_counts(a[:used], starts, content_ends, quotes, dialect.byte)
+    data = a[:used]
+    if lone_cr.size:
+        fix = lone_cr[np.isin(lone_cr, bounds)]
+        if fix.size:
+            data = data.copy()
+            data[fix] = _LF
+    return Scan(data.tobytes(), starts, content_ends, lines, fields, next_line)
+
+
+def _field_counts(
+    a: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    quotes: np.ndarray | None,
+    delimiter: int,
+) -> np.ndarray:
+    delims = np.flatnonzero(a == delimiter) if delimiter >= 0 else np.empty(0, np.int64)
+    counts = np.searchsorted(delims, ends) - np.searchsorted(delims, starts)
+    if quotes is not None and quotes.size > 1 and delims.size:
+        q = quotes[quotes < a.size]
+        opening, closing = q[0::2][: q.size // 2], q[1::2]
+        inside = np.searchsorted(delims, closing) - np.searchsorted(delims, opening)
+        owner = np.searchsorted(starts, opening, side="right") - 1
+        counts = counts - np.bincount(owner, weights=inside, minlength=starts.size).astype(np.int64)
+    fields = counts + 1
+    fields[ends <= starts] = 0  # a blank line
+    return fields
+
+
+class ByteSource:
+    """One file's bytes from a record on: what has been read, and the chunks to come."""
+
+    def __init__(self, chunks: Iterator[bytes], buffer: bytes = b"", line: int = 1) -> None:
+        self._chunks = chunks
+        self.buffer = buffer
+        self.line = line  # the physical line ``buffer`` starts on
+        self.eof = False  # every chunk has been taken
+
+    @property
+    def done(self) -> bool:
+        return self.eof and not self.buffer
+
+    def more(self) -> bool:
+        """Append the next chunk; False at the end of the file."""
+        chunk = next(self._chunks, None) if not self.eof else None
+        if chunk is None:
+            self.eof = True
+            return False
+        self.buffer += chunk
+        return True
+
+    def fill(self, size: int) -> None:
+        while len(self.buffer) < size and self.more():
+            pass
+
+    def consume(self, used: int, next_line: int) -> None:
+        self.buffer = self.buffer[used:]
+        self.line = next_line
+
+
+class ExactRecords:
+    """Records read by ``csv.reader`` itself, from a :class:`ByteSource`.
+
+    Used where quote parity cannot decide (see the module docstring). ``read(target)``
+    reads whole records until ``target`` bytes are used or the file ends and returns them
+    as ``(line, values)`` pairs, blank lines skipped as csv.reader does; the source then
+    starts at the next record, for the parity scan to take up again.
+    """
+
+    def __init__(
+        self, source: ByteSource, *, dialect: CsvDialect, name: str, errors: str = "strict"
+    ) -> None:
+        self._source = source
+        self._dialect = dialect
+        self._name = name
+        self._errors = errors
+
+    def read(self, target: int) -> list[tuple[int, list[str]]]:
+        source = self._source
+        records: list[tuple[int, list[str]]] = []
+        self._pos = 0
+        self._line = start = source.line
+        self._open_at_end = False
+        for values in csv.reader(self._lines(), **self._dialect.reader_options()):
+            if self._open_at_end:
+                raise InputError(
+                    "quoted field not closed before the end of the file",
+                    file=self._name,
+                    line=start,
+                )
+            if values:
+                records.append((start, values))
+            start = self._line
+            if self._pos >= target:
+                break
+        source.consume(self._pos, self._line)
+        return records
+
+    def _lines(self) -> Iterator[str]:
+        """Physical lines (line end kept), decoded; counts lines and bytes as it goes."""
+        source = self._source
+        while True:
+            found = _LINE_END.search(source.buffer, self._pos)
+            unfinished = found is None or (
+                found.group() == b"\r" and found.end() == len(source.buffer)
+            )
+            # No line end yet, or a CR that may be half of a CRLF: read on.
+            if unfinished and source.more():
+                continue
+            if self._pos >= len(source.buffer):
+                self._open_at_end = True  # csv.reader asked for more: a quote is open
+                return
+            end = found.end() if found is not None else len(source.buffer)
+            raw = source.buffer[self._pos : end]
+            self._pos = end
+            line = self._line
+            self._line += 1
+            yield self._decode(raw, line)
+
+    def _decode(self, raw: bytes, line: int) -> str:
+        try:
+            return raw.decode("utf-8", self._errors)
+        except UnicodeDecodeError as exc:
+            raise undecodable(exc, self._name, line) from exc
+
+
+def count_line_ends(data: bytes) -> int:
+    """Line ends in ``data`` (CRLF, LF or a lone CR), as TextIOWrapper(newline="") sees them."""
+    return len(_LINE_END.findall(data))
+
+
+def undecodable(exc: UnicodeDecodeError, name: str, line: int) -> InputError:
+    """The run-stopping error for bytes that are not UTF-8 (file, line, the byte)."""
+    return InputError(
+        f"cannot decode as UTF-8: {exc.reason} (byte {exc.object[exc.start : exc.start + 1]!r})",
+        file=name,
+        line=line,
+    )
