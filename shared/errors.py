@@ -18,6 +18,8 @@ A rejected row is not an exception: it is counted and reported by the run.
 
 from __future__ import annotations
 
+import asyncio
+
 __all__ = [
     "ConsentError",
     "DefinitionError",
@@ -31,6 +33,7 @@ __all__ = [
     "SecretError",
     "SettingsError",
     "SnapshotNotFoundError",
+    "first_cause",
 ]
 
 
@@ -135,3 +138,13 @@ class RunConflictError(ExportError):
         super().__init__(f"export {export!r} already has a run in progress ({run_id or 'unknown'})")
         self.export = export
         self.run_id = run_id
+
+
+def first_cause(group: BaseExceptionGroup) -> BaseException:
+    """The first real error of a task group (what callers handle), not the group itself."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return first_cause(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group

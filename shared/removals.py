@@ -36,7 +36,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from shared.errors import KlaviyoFatalError
+from shared.errors import KlaviyoFatalError, first_cause
 from shared.klaviyo import MAX_LOOKUP_EMAILS, MAX_REMOVAL_IDS, KlaviyoClient, ListMember
 
 __all__ = ["LeaverSet", "Leavers", "RemovalResult", "remove_leavers"]
@@ -173,7 +173,7 @@ class _RemovalStage:
                 for _ in range(removers):
                     await self._batches.put(None)
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            raise first_cause(group) from None
         if self.dry_run:
             self.status[self.status == _OWNED] = _REMOVED
 
@@ -278,11 +278,3 @@ def _refused_position(exc: KlaviyoFatalError, count: int) -> int | None:
         if shaped and pointer[1].isdigit() and int(pointer[1]) < count:
             return int(pointer[1])
     return None
-
-
-def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The first real error of a task group (what the caller handles), not the group."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error

@@ -1,7 +1,8 @@
 """What a run did, row by row: the tally, the rejected-rows CSV and the JSON report.
 
-The invariant ``rows.read == rows.sent + rows.rejected + rows.duplicates`` holds for every
-finished run; ``accounted`` in the report says whether it did.
+The invariant ``rows.read == rows.sent + rows.unchanged + rows.rejected + rows.duplicates``
+holds for every run, failed and held ones too; ``accounted`` in the report says whether
+it did.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import tempfile
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import IO, Any
 
-__all__ = ["REJECT_COLUMNS", "RejectsWriter", "RunTally"]
+__all__ = ["REJECT_COLUMNS", "RejectsWriter", "RunTally", "build_report"]
 
 REJECT_COLUMNS = ("file", "line", "reason_code", "reason", "email")
 
@@ -24,6 +26,7 @@ class RunTally:
     """Counters a run keeps as it goes."""
 
     rows_read: int = 0
+    unchanged: int = 0  # rows not sent: the person is in the sync state, unchanged
     duplicates: int = 0
     phones_dropped: int = 0
     profiles_packed: int = 0  # profiles placed into jobs (before Klaviyo answers)
@@ -61,6 +64,7 @@ class RunTally:
         return {
             "read": self.rows_read,
             "sent": self.sent(dry_run=dry_run),
+            "unchanged": self.unchanged,
             "rejected": self.rejected_total,
             "duplicates": self.duplicates,
             "phones_dropped": self.phones_dropped,
@@ -68,7 +72,8 @@ class RunTally:
 
     def accounted(self, *, dry_run: bool) -> bool:
         rows = self.rows(dry_run=dry_run)
-        return rows["read"] == rows["sent"] + rows["rejected"] + rows["duplicates"]
+        parts = rows["sent"] + rows["unchanged"] + rows["rejected"] + rows["duplicates"]
+        return rows["read"] == parts
 
     def jobs(self) -> dict[str, int]:
         return {
@@ -88,6 +93,54 @@ class RunTally:
             "jobs": self.jobs(),
             "accounted": self.accounted(dry_run=dry_run),
         }
+
+
+def build_report(
+    run: dict[str, Any],
+    *,
+    tally: RunTally,
+    dry_run: bool,
+    container: str,
+    snapshot: Any,
+    client: Any,
+    sync: dict[str, Any],
+    outcome: dict[str, Any],
+    started_at: datetime,
+    seconds: float,
+) -> dict[str, Any]:
+    """The run's JSON report. ``run``: run id, export, list id and who started it;
+    ``snapshot``: what was read (or None when the run stopped before); ``client``: the
+    Klaviyo client's counters (or None); ``sync``: members and sync sections;
+    ``outcome``: status, error and warnings."""
+    body = tally.as_dict(dry_run=dry_run)
+    sent = body["rows"]["sent"]
+    return {
+        **run,
+        "dry_run": dry_run,
+        **outcome,
+        "snapshot": {
+            "container": container,
+            "path": snapshot.prefix if snapshot else None,
+            "taken_at": snapshot.taken_at.isoformat() if snapshot else None,
+            "files": list(snapshot.files) if snapshot else [],
+        },
+        **body,
+        **sync,
+        "klaviyo": {
+            "completed_count": tally.klaviyo_completed,
+            "failed_count": tally.klaviyo_failed,
+            "retries": client.retries if client else 0,
+            "throttled": client.throttled if client else 0,
+            "rate_limit_wait_seconds": round(client.rate_limit_wait, 3) if client else 0,
+        },
+        "timings": {
+            "started_at": started_at.isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(tally.rows_read / max(seconds, 1e-9), 1),
+            "profiles_per_second": round(sent / max(seconds, 1e-9), 1),
+        },
+    }
 
 
 class RejectsWriter:

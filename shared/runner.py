@@ -21,6 +21,7 @@ from shared.runs import BlobRunStore
 from shared.settings import Settings, StorageConnection
 from shared.state import open_state
 from shared.storage import blob_service
+from shared.syncstate import SyncStateStore
 
 __all__ = ["check_definition", "key_provider", "run_definition", "segments_container"]
 
@@ -82,6 +83,7 @@ async def run_definition(
         api_key=api_key,
         run_id=run_id,
         store=BlobRunStore(state, definition.name, run_id),
+        sync_store=SyncStateStore(state, definition.name, definition.destination.list_id),
         options=options or RunOptions(dry_run=dry_run, max_in_flight=max_in_flight),
         on_progress=on_progress,
     )

@@ -86,7 +86,7 @@ class BlobRunStore:
 
 # "waiting": back in the queue until its Klaviyo connection (or its export) is free.
 ACTIVE = ("queued", "waiting", "running")
-FINISHED = ("succeeded", "failed")
+FINISHED = ("succeeded", "held", "failed")  # held: sent, but removals held back
 
 
 def utc_now() -> str:
@@ -250,6 +250,7 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
         "rows": report["rows"],
         "rejected_by_reason": report["rejected_by_reason"],
         "jobs": report["jobs"],
+        "members": report.get("members"),
         "accounted": report["accounted"],
         "seconds": report["timings"]["seconds"],
         "rejected_rows_blob": report.get("rejected_rows_blob"),

@@ -22,6 +22,7 @@ from shared.errors import (
     SecretError,
     SettingsError,
 )
+from shared.export import report_of
 from shared.locks import ConnectionBusyError
 from shared.metrics import log_run_end
 from shared.runner import run_definition
@@ -129,15 +130,14 @@ async def execute_run(services: Services, body: bytes | str, *, attempt: int = 1
         return await _wait_in_queue(services, message, body, record, exc)
     except _FATAL as exc:
         logger.error("run %s of %s failed: %s", run_id, export, exc)
-        await _finish(services, message, status="failed", error=str(exc))
+        await _finish(services, message, status="failed", error=str(exc), report=report_of(exc))
         return "failed"
     except Exception as exc:
         logger.warning("run %s of %s attempt %d: %s; will resume", run_id, export, attempt, exc)
         error = f"{type(exc).__name__}: {exc}"
         await asyncio.to_thread(services.runs.update, export, run_id, last_error=error)
         raise
-    status = "succeeded" if report["accounted"] else "failed"
-    error = None if report["accounted"] else "row counts do not add up; see the report"
+    status, error = report["status"], report["error"]  # succeeded, held or failed
     await _finish(services, message, status=status, error=error, report=report)
     return status
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
@@ -15,7 +16,7 @@ def env(monkeypatch, storage_connection_string, klaviyo_sandbox):
     values = {
         "AzureWebJobsStorage": storage_connection_string,
         "SEGMENTS_STORAGE": storage_connection_string,
-        "STATE_CONTAINER": "cli-state",
+        "STATE_CONTAINER": f"state-{uuid.uuid4().hex[:12]}",  # sync state per test
         "KLAVIYO_BASE_URL": klaviyo_sandbox.url,
         "KLAVIYO_API_KEY": "pk_test_sandbox",
     }
@@ -41,7 +42,8 @@ def test_run_prints_a_report_whose_counts_add_up(env, definition_file, capsys, k
     assert main(["run", str(definition_file), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["rows"] == {
-        "read": 3, "sent": 1, "rejected": 1, "duplicates": 1, "phones_dropped": 0,
+        "read": 3, "sent": 1, "unchanged": 0, "rejected": 1, "duplicates": 1,
+        "phones_dropped": 0,
     }  # fmt: skip
     assert klaviyo_sandbox.state.list_emails("Y6nRLr") == ["a@example.com"]
 

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import random
+import uuid
 
 import httpx
 import orjson
@@ -31,7 +32,7 @@ def settings(storage_connection_string, klaviyo_sandbox) -> Settings:
         {
             "AzureWebJobsStorage": storage_connection_string,
             "SEGMENTS_STORAGE": storage_connection_string,
-            "STATE_CONTAINER": "state",
+            "STATE_CONTAINER": f"state-{uuid.uuid4().hex[:12]}",  # sync state per test
             "KLAVIYO_BASE_URL": klaviyo_sandbox.url,
         }
     )
@@ -42,9 +43,9 @@ def run(definition, settings, *, key="pk_test_sandbox", **kwargs):
     return asyncio.run(run_definition(definition, settings, provider=LocalApiKey(key), **kwargs))
 
 
-def rejected_rows(blob_service, report) -> list[dict[str, str]]:
+def rejected_rows(blob_service, report, settings) -> list[dict[str, str]]:
     data = (
-        blob_service.get_container_client("state")
+        blob_service.get_container_client(settings.state_container)
         .download_blob(report["rejected_rows_blob"])
         .readall()
     )
@@ -79,12 +80,14 @@ def test_every_row_is_accounted_for_and_every_valid_profile_reaches_the_list(
     assert report["snapshot"]["path"] == summary.prefix
     assert report["klaviyo"]["completed_count"] == summary.unique_valid_emails
 
-    rejected = rejected_rows(blob_service, report)
+    rejected = rejected_rows(blob_service, report, settings)
     assert len(rejected) == rows["rejected"]
     assert all(r["file"] in summary.files and int(r["line"]) >= 1 for r in rejected)
     assert {r["reason_code"] for r in rejected} == {"invalid_email", "missing_email"}
     stored = orjson.loads(
-        blob_service.get_container_client("state").download_blob(report["report_blob"]).readall()
+        blob_service.get_container_client(settings.state_container)
+        .download_blob(report["report_blob"])
+        .readall()
     )
     assert stored["rows"] == rows
 
@@ -201,7 +204,7 @@ def test_import_errors_are_traced_back_to_file_and_line(
     assert report["rows"]["sent"] == 2
     assert report["rejected_by_reason"] == {"klaviyo_import_error": 2}
     assert report["klaviyo"]["failed_count"] == 2
-    rejected = rejected_rows(blob_service, report)
+    rejected = rejected_rows(blob_service, report, settings)
     assert [(r["file"], r["line"]) for r in rejected] == [
         (f"{prefix}Vips_1.csv", "2"),
         (f"{prefix}Vips_1.csv", "4"),
@@ -261,7 +264,7 @@ def test_a_profile_klaviyo_refuses_is_rejected_and_the_rest_resent(
     assert report["rows"]["sent"] == 4
     assert report["rejected_by_reason"] == {"klaviyo_refused_profile": 1}
     assert report["jobs"]["resent_after_400"] == 1
-    (rejected,) = rejected_rows(blob_service, report)
+    (rejected,) = rejected_rows(blob_service, report, settings)
     assert (rejected["file"], rejected["line"]) == (f"{prefix}Vips_1.csv", "3")
     assert rejected["email"] == "user3@example.com"
     assert "This email is not allowed." in rejected["reason"]
@@ -322,7 +325,8 @@ def test_a_dry_run_and_a_real_one_read_and_pack_the_same(
 
     def lines(r):
         return sorted(
-            (x["file"], int(x["line"]), x["reason_code"]) for x in rejected_rows(blob_service, r)
+            (x["file"], int(x["line"]), x["reason_code"])
+            for x in rejected_rows(blob_service, r, settings)
         )
 
     assert lines(report) == lines(dry)
@@ -341,7 +345,9 @@ def test_a_cancelled_job_rejects_its_rows_and_the_counts_still_add_up(
     assert report["rejected_by_reason"] == {"invalid_email": 1, "klaviyo_job_cancelled": 3}
     assert report["jobs"]["cancelled"] == 1
     cancelled = [
-        r for r in rejected_rows(blob_service, report) if r["reason_code"] != "invalid_email"
+        r
+        for r in rejected_rows(blob_service, report, settings)
+        if r["reason_code"] != "invalid_email"
     ]
     assert [r["line"] for r in cancelled] == ["1", "2", "3"]
     assert sandbox.state.list_emails(LIST_ID) == []

@@ -1,0 +1,89 @@
+"""The reading stage: the newest snapshot -> blocks -> profiles and rejects -> batches.
+
+    open_source()   model.json / manifest, the newest snapshot, its columns and the
+                    mapping checked against them: a structural problem fails here,
+                    before anything is sent
+    batches()       BlockReader.blocks() -> BlockMapper.map() -> run-wide dedupe ->
+                    ``to_send`` (the sync plan keeps joiners, changed, retried) -> Packer
+
+Everything here blocks (downloads, the engine); the run calls it from a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from shared.batches import Batch, Packer
+from shared.blocks import BlockReader
+from shared.cdm import load_cdm
+from shared.dedupe import SeenKeys
+from shared.definitions import ExportDefinition
+from shared.importjobs import RejectRow
+from shared.mapping.columns import BlockMapper
+from shared.profileblock import ProfileBlock
+from shared.report import RunTally
+from shared.segments import Snapshot, find_latest_snapshot
+
+__all__ = ["Source", "batches", "open_source"]
+
+
+@dataclass(slots=True)
+class Source:
+    """What one run reads: the snapshot, its reader and the mapper for its columns."""
+
+    snapshot: Snapshot
+    reader: BlockReader
+    mapper: BlockMapper
+
+    def close(self) -> None:
+        """Stop the downloads (idempotent)."""
+        self.reader.close()
+
+
+def open_source(container: object, definition: ExportDefinition) -> Source:
+    """Find the newest snapshot and check its structure against the definition."""
+    spec = definition.source
+    entity = load_cdm(container, spec.folder).entity(spec.segment)
+    snapshot = find_latest_snapshot(container, spec.folder, spec.segment)
+    reader = BlockReader(container, snapshot, entity)
+    try:
+        mapper = BlockMapper(
+            definition.mapping,
+            reader.columns,
+            default_region=definition.options.phone_default_region,
+            region_column=definition.options.phone_region_column,
+            source=f"{spec.container}/{snapshot.prefix}",
+        )  # a mapped column that does not exist fails here, before any send
+    except BaseException:
+        reader.close()  # stops its download threads
+        raise
+    return Source(snapshot, reader, mapper)
+
+
+def batches(
+    source: Source,
+    *,
+    list_id: str,
+    tally: RunTally,
+    reject: RejectRow,
+    to_send: Callable[[ProfileBlock], ProfileBlock],
+) -> Iterator[Batch]:
+    """The import jobs of the snapshot, in input order (so a resume packs the same ones)."""
+    seen, packer, mapper = SeenKeys(), Packer(list_id), source.mapper
+    for block in source.reader.blocks(mapper.positions):
+        mapped = mapper.map(block)
+        tally.rows_read += mapped.records
+        for r in mapped.rejects:
+            reject(r.file_index, r.line, r.code, r.detail, r.email, after_submit=False)
+        profiles = mapped.profiles
+        fresh = seen.first_seen(profiles.keys)
+        tally.duplicates += len(profiles) - int(fresh.sum())
+        profiles = profiles.select(fresh)
+        tally.phones_dropped += int(profiles.phone_dropped.sum())
+        profiles = to_send(profiles)
+        tally.profiles_packed += len(profiles)
+        yield from packer.pack(profiles)
+    last = packer.flush()
+    if last is not None:
+        yield last
