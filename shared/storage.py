@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from azure.storage.blob import BlobServiceClient
+from azure.core.exceptions import HttpResponseError
+from azure.storage.blob import BlobClient, BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
+from shared.errors import SettingsError
 from shared.settings import StorageConnection
 
-__all__ = ["blob_service", "queue_service"]
+__all__ = ["CappedRead", "blob_service", "queue_service", "read_capped"]
 
 
 @lru_cache(maxsize=8)
@@ -24,7 +27,12 @@ def _credential(client_id: str | None) -> Any:
 def blob_service(connection: StorageConnection, **kwargs: Any) -> BlobServiceClient:
     """A BlobServiceClient for ``connection``; create once per process and reuse it."""
     if connection.connection_string:
-        return BlobServiceClient.from_connection_string(connection.connection_string, **kwargs)
+        try:
+            return BlobServiceClient.from_connection_string(connection.connection_string, **kwargs)
+        except ValueError:  # its text says "malformed", not which setting (nor the value)
+            raise SettingsError(
+                connection.setting, "is not a valid storage connection string"
+            ) from None
     return BlobServiceClient(
         connection.blob_service_uri, credential=_credential(connection.client_id), **kwargs
     )
@@ -39,3 +47,33 @@ def queue_service(connection: StorageConnection, **kwargs: Any) -> QueueServiceC
     return QueueServiceClient(
         connection.queue_service_uri, credential=_credential(connection.client_id), **kwargs
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CappedRead:
+    """A small blob read whole, unless it is over the limit (then ``data`` is empty)."""
+
+    data: bytes
+    size: int  # of the whole blob
+    etag: str
+    limit: int
+
+    @property
+    def too_large(self) -> bool:
+        return self.size > self.limit
+
+
+def read_capped(blob: BlobClient, limit: int) -> CappedRead:
+    """Read ``blob`` if it holds at most ``limit`` bytes, without downloading more than
+    ``limit + 1`` of a larger one. ResourceNotFoundError when it does not exist."""
+    try:
+        download = blob.download_blob(offset=0, length=limit + 1)
+    except HttpResponseError as exc:
+        if exc.status_code != 416:
+            raise
+        # Storage answers a ranged GET of an empty blob with 416 (InvalidRange).
+        properties = blob.get_blob_properties()
+        return CappedRead(b"", properties.size, properties.etag, limit)
+    size, etag = download.properties.size, download.properties.etag
+    data = download.readall() if size <= limit else b""
+    return CappedRead(data, size, etag, limit)

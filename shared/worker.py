@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from shared.errors import (
     SecretError,
     SettingsError,
 )
+from shared.names import is_export_name, is_run_id
 from shared.runner import run_definition
 from shared.runs import FINISHED, utc_now
 from shared.service import Services
@@ -26,9 +26,6 @@ from shared.service import Services
 __all__ = ["RunMessage", "execute_run", "fail_poisoned_run", "parse_run_message"]
 
 logger = logging.getLogger(__name__)
-
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 
 # Retrying cannot fix these: the run fails at once with the reason.
 _FATAL = (
@@ -59,9 +56,9 @@ def parse_run_message(body: bytes | str) -> RunMessage:
     if not isinstance(doc, dict):
         raise ValueError("run message must be a JSON object")
     export, run_id = doc.get("export"), doc.get("run_id")
-    if not isinstance(export, str) or not NAME.match(export):
+    if not is_export_name(export):
         raise ValueError("run message: 'export' is missing or not a valid export name")
-    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+    if not is_run_id(run_id):
         raise ValueError("run message: 'run_id' is missing or malformed")
     return RunMessage(
         export=export,
