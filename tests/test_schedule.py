@@ -11,6 +11,7 @@ import logging
 import random
 import uuid
 
+import httpx
 import orjson
 import pytest
 from azure.storage.queue import QueueClient
@@ -24,7 +25,7 @@ from shared.scheduler import queue_due_runs
 from shared.service import RUN_QUEUE, Services
 from shared.settings import Settings
 from shared.worker import execute_run
-from tests.exports import FOLDER, SEGMENT, definition_doc, write_small_export
+from tests.exports import SEGMENT, definition_doc, write_small_export
 
 LIST_ID = "Y6nRLr"
 FAST_RETRY = RetryPolicy(max_attempts=10, backoff=0.02, max_backoff=0.2, rng=random.Random(3))
@@ -278,21 +279,44 @@ def test_a_snapshot_that_changes_under_the_run_does_not_end_succeeded(
     assert saved["snapshot_changed"] == change
 
 
-def test_a_changed_run_leaves_the_export_due(services, container, klaviyo_sandbox):
+class _OnFirstImport(httpx.AsyncBaseTransport):
+    """The real HTTP transport, which does ``action`` once, as the first import job is
+    sent: the run has listed its snapshot by then and read it (one small batch)."""
+
+    def __init__(self, action) -> None:
+        self._action = action
+        self._inner: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._action and request.url.path.endswith("/profile-bulk-import-jobs"):
+            action, self._action = self._action, None
+            action()
+        self._inner = self._inner or httpx.AsyncHTTPTransport()
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()
+            self._inner = None  # a later run's client opens a new one
+
+
+def test_a_changed_run_fails_in_the_worker_and_leaves_the_export_due(
+    services, container, klaviyo_sandbox
+):
     prefix = write_small_export(container, [ROW_A])
     save(services, "vip", definition_doc(container.container_name))
-    queue_due_runs(services)
-    (message,) = queued(services)
-    # The queued run sees a partition arrive after it listed the folder, and fails.
-    definition = services.definitions.get("vip")[0]
-    with pytest.raises(SnapshotChangedError) as caught:
-        _run_with(
-            services.settings,
-            definition,
-            _once(lambda: add_partition(container, prefix, 2, [ROW_B])),
-        )
-    services.runs.finish("vip", message["run_id"], status="failed", error=str(caught.value))
-    assert "last_success" not in services.runs.status("vip")
-    assert tick_and_work(services) == ["vip"]  # due: the next run reads the whole folder
+    services.client_kwargs["transport"] = _OnFirstImport(
+        lambda: add_partition(container, prefix, 2, [ROW_B])
+    )
+    assert tick_and_work(services) == ["vip"]
+    status = services.runs.status("vip")
+    assert status["last_run"]["status"] == "failed"
+    assert "snapshot changed while the run read it" in status["last_run"]["error"]
+    assert f"1 added ({SEGMENT}_2.csv)" in status["last_run"]["error"]
+    assert "last_success" not in status
+    assert klaviyo_sandbox.state.list_emails(LIST_ID) == ["a@example.com"]  # what it listed
+
+    assert tick_and_work(services) == ["vip"]  # still due: the next run reads the whole folder
     assert klaviyo_sandbox.state.list_emails(LIST_ID) == ["a@example.com", "b@example.com"]
-    assert FOLDER in services.runs.status("vip")["last_success"]["snapshot"]
+    assert services.runs.status("vip")["last_success"]["snapshot"] == prefix
+    assert tick_and_work(services) == []
