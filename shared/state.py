@@ -84,7 +84,9 @@ class DefinitionStore:
         blob = self._container.get_blob_client(self._blob_name(name))
         try:
             read = read_capped(blob, MAX_DEFINITION_BYTES)  # a huge blob is refused, not loaded
-        except ResourceNotFoundError:
+        except ResourceNotFoundError as exc:
+            if exc.error_code == "ContainerNotFound":
+                raise  # not "no such export": the state container itself is missing
             raise NotFoundError(f"export {name!r} not found") from None
         if read.too_large:
             raise DefinitionError(
