@@ -191,6 +191,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from shared.runner import run_definition
 
     definition = load_definition(args.export, settings)
+    args.export_name = definition.name  # for the resume hint, should the run stop
     progress = None if args.no_progress or args.json else ProgressLine()
     options = RunOptions(
         dry_run=args.dry_run, max_in_flight=args.max_in_flight, job_deadline=args.job_deadline
@@ -220,6 +221,22 @@ def _validate(args: argparse.Namespace, settings: Settings) -> int:
             continue
         print(f"ok   {loaded.name}: {summary}")
     return EXIT_ERROR if failures else EXIT_OK
+
+
+def _resume_hint(args: argparse.Namespace, settings: Settings | None) -> str:
+    """How to resume a run that stopped after Klaviyo accepted jobs (it has a checkpoint):
+    the same run id, so that those jobs are not sent again."""
+    name = getattr(args, "export_name", None)
+    if args.command != "run" or args.dry_run or name is None or settings is None:
+        return ""
+    from shared.runs import BlobRunStore
+    from shared.state import open_state
+
+    try:
+        checkpoint = BlobRunStore(open_state(settings), name, args.run_id).load_checkpoint()
+    except Exception:  # the hint is a courtesy; the error above is what matters
+        return ""
+    return f" (resume it with --run-id {args.run_id})" if checkpoint else ""
 
 
 def _print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
@@ -254,14 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        running = args.command == "run" and args.run_id and not args.dry_run
-        hint = f"; resume it with --run-id {args.run_id}" if running else ""
-        print(f"interrupted{hint}", file=sys.stderr)
+        print(f"interrupted{_resume_hint(args, settings)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"error: {describe_failure(exc, settings)}", file=sys.stderr)
+        message = describe_failure(exc, settings)
+        print(f"error: {message}{_resume_hint(args, settings)}", file=sys.stderr)
         return EXIT_ERROR
     _print_report(report, args)
     return EXIT_OK if report["accounted"] else EXIT_NOT_ACCOUNTED
