@@ -64,16 +64,22 @@ class CappedRead:
 
 
 def read_capped(blob: BlobClient, limit: int) -> CappedRead:
-    """Read ``blob`` if it holds at most ``limit`` bytes, without downloading more than
-    ``limit + 1`` of a larger one. ResourceNotFoundError when it does not exist."""
+    """Read ``blob`` if it holds at most ``limit`` bytes; a larger one is not downloaded
+    (its size comes from a HEAD). ResourceNotFoundError when it does not exist."""
+    head = blob.get_blob_properties()
+    if head.size > limit or head.size == 0:
+        return CappedRead(b"", head.size, head.etag, limit)
     try:
+        # Ranged, in case the blob grew since the HEAD: never more than limit + 1 bytes.
         download = blob.download_blob(offset=0, length=limit + 1)
     except HttpResponseError as exc:
         if exc.status_code != 416:
             raise
-        # Storage answers a ranged GET of an empty blob with 416 (InvalidRange).
-        properties = blob.get_blob_properties()
-        return CappedRead(b"", properties.size, properties.etag, limit)
-    size, etag = download.properties.size, download.properties.etag
+        # Emptied since the HEAD: storage answers a ranged GET of an empty blob with 416.
+        return CappedRead(b"", 0, head.etag, limit)
+    properties = download.properties
+    # properties.size is what this ranged GET returns; "bytes 0-N/<total>" has the blob's.
+    total = (properties.content_range or "").rpartition("/")[2]
+    size = int(total) if total.isdigit() else properties.size
     data = download.readall() if size <= limit else b""
-    return CappedRead(data, size, etag, limit)
+    return CappedRead(data, size, properties.etag, limit)
