@@ -380,6 +380,7 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     return field, f"{shown} breaks the schema's {kind!r} rule ({error.validator_value!r})"
 
 
+_JSON_NAMES: Final = {dict: "an object", list: "a list", int: "a number", float: "a number"}
 _TYPE_WORDS: Final = {
     "string": "text (a JSON string)",
     "boolean": "true or false",
@@ -391,10 +392,14 @@ _TYPE_WORDS: Final = {
 
 def _shown(value: Any, *, sensitive: bool = False) -> str:
     """A value as error messages quote it: short, and never a secret."""
-    if sensitive or (isinstance(value, str) and _LOOKS_LIKE_KEY.search(value)):
-        size = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
-        return f"the value ({size}, not shown: it may be a secret)"
     text = json.dumps(value, ensure_ascii=False, default=repr)
+    if sensitive or _LOOKS_LIKE_KEY.search(text):
+        size = (
+            f"{len(value)} characters"
+            if isinstance(value, str)
+            else _JSON_NAMES.get(type(value), "a value")
+        )
+        return f"the value ({size}, not shown: it may be a secret)"
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -32,19 +32,13 @@ from shared.errors import ExportError
 from shared.redact import redact_url
 from shared.settings import Settings, StorageConnection
 
-__all__ = ["describe_failure", "is_user_error"]
+__all__ = ["describe_failure"]
 
 _HOST_PORT = re.compile(r"host='([^']+)', port=(\d+)")
 _ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
 _NAME_CODES = {"InvalidResourceName", "InvalidUri", "OutOfRangeInput", "InvalidInput"}
 _BOTH = "AzureWebJobsStorage and SEGMENTS_STORAGE"
 _KEY_CODES = {"AuthenticationFailed", "AuthorizationFailure", "InvalidAuthenticationInfo"}
-
-
-def is_user_error(exc: BaseException) -> bool:
-    """True for errors a user can act on (bad input, settings, storage, files), False for
-    what looks like a bug in this app."""
-    return isinstance(exc, ExportError | AzureError | OSError)
 
 
 def describe_failure(exc: BaseException, settings: Settings | None = None) -> str:
