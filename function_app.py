@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import azure.functions as func
 
 from shared import api
+from shared.logs import quiet_sdk_loggers
 from shared.scheduler import queue_due_runs
 from shared.service import RUN_QUEUE, get_services
 from shared.worker import execute_run, fail_poisoned_run
 
+# Before any client exists: the worker's root logger is at INFO, and the SDKs would log
+# every HTTP request into Application Insights.
+quiet_sdk_loggers()
+
+# Function keys stay required; Entra ID (App Service authentication) sits in front of them.
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
@@ -25,7 +32,9 @@ def scheduled_exports(timer: func.TimerRequest) -> None:
 @app.queue_trigger(arg_name="msg", queue_name=RUN_QUEUE, connection="AzureWebJobsStorage")
 async def run_worker(msg: func.QueueMessage) -> None:
     """Execute a queued run; raising lets the queue redeliver it (the run resumes)."""
-    await execute_run(get_services(), msg.get_body(), attempt=msg.dequeue_count or 1)
+    # The first call builds the storage clients and creates the queue: off the event loop.
+    services = await asyncio.to_thread(get_services)
+    await execute_run(services, msg.get_body(), attempt=msg.dequeue_count or 1)
 
 
 @app.queue_trigger(

@@ -71,13 +71,20 @@ param keyVaultCacheSeconds int = 300
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
-@description('Memory of each instance, in MB.')
+@description('Memory of each instance, in MB. 512 is not offered: the exporter alone is sized for ~250 MB at 1M rows, beside the Functions host and the Python worker.')
 @allowed([
-  512
   2048
   4096
 ])
 param instanceMemoryMB int = 2048
+
+@description('Application (client) id of the Entra ID app registration in front of the HTTP API (see README: Who may do what).')
+@minLength(36)
+@maxLength(36)
+param authClientId string
+
+@description('Tenant id of that app registration. Empty: the tenant of this deployment.')
+param authTenantId string = ''
 
 @description('Days Log Analytics keeps logs.')
 @minValue(30)
@@ -92,6 +99,7 @@ var functionAppName = 'func-${resourceToken}'
 var createSegmentsStorage = empty(segmentsStorageAccountName)
 var segmentsAccountName = createSegmentsStorage ? 'stseg${resourceToken}' : segmentsStorageAccountName
 var segmentsResourceGroup = (createSegmentsStorage || empty(segmentsStorageResourceGroup)) ? resourceGroup().name : segmentsStorageResourceGroup
+var apiAuthTenantId = empty(authTenantId) ? tenant().tenantId : authTenantId
 var segmentsSubscriptionId = (createSegmentsStorage || empty(segmentsStorageSubscriptionId)) ? subscription().subscriptionId : segmentsStorageSubscriptionId
 
 module identity 'modules/identity.bicep' = {
@@ -189,6 +197,8 @@ module functionApp 'modules/function-app.bicep' = {
     klaviyoBaseUrl: klaviyoBaseUrl
     klaviyoRevision: klaviyoRevision
     applicationInsightsConnectionString: monitoring.outputs.connectionString
+    authClientId: authClientId
+    authTenantId: apiAuthTenantId
   }
 }
 
@@ -204,4 +214,5 @@ output APP_STORAGE_ACCOUNT_NAME string = appStorage.outputs.name
 output SEGMENTS_STORAGE_ACCOUNT_NAME string = segmentsAccountName
 output SEGMENTS_CONTAINER_NAME string = segmentsContainerName
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output AUTH_CLIENT_ID string = authClientId
 output LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.logAnalyticsName

@@ -18,6 +18,7 @@ import azure.functions as func
 import orjson
 from azure.core.exceptions import AzureError
 
+from shared import auth
 from shared.definitions import MAX_DEFINITION_BYTES, decode_document, parse_definition
 from shared.errors import DefinitionError, ExportError, InvalidNameError, NotFoundError
 from shared.failures import describe_failure
@@ -67,6 +68,8 @@ def handled(handler: Callable[..., func.HttpResponse]) -> Callable[..., func.Htt
             return handler(req, services)
         except ApiError as exc:
             return _error(exc)
+        except auth.AuthError as exc:
+            return _error(ApiError(exc.status, exc.code, str(exc), **exc.extra))
         except NotFoundError as exc:
             return _error(ApiError(404, "not_found", str(exc)))
         except InvalidNameError as exc:
@@ -130,11 +133,15 @@ def _require_json(req: func.HttpRequest) -> None:
 
 @handled
 def list_exports(req: func.HttpRequest, services: Services) -> func.HttpResponse:
-    """Every export with its list, state and last run; definitions that cannot be used are
-    listed beside them (``invalid``), each with the error that names the field."""
+    """Every export with its list, state and last run (for contributors: theirs only);
+    for administrators, definitions that cannot be used are listed beside them
+    (``invalid``), each with the error that names the field."""
+    principal = auth.require(req, services.settings)
     good, broken = services.definitions.scan()
     items = []
     for definition in good:
+        if not principal.may_use(definition):
+            continue
         status = services.runs.status(definition.name)
         items.append(
             {
@@ -148,18 +155,23 @@ def list_exports(req: func.HttpRequest, services: Services) -> func.HttpResponse
                 "schedule_error": status.get("schedule_error"),
             }
         )
-    return _json(200, {"exports": items, "invalid": [b.as_dict() for b in broken]})
+    # A broken definition's connection (and so who may see it) is unknown: admins only.
+    invalid = [b.as_dict() for b in broken] if principal.is_admin else []
+    return _json(200, {"exports": items, "invalid": invalid})
 
 
 @handled
 def get_export(req: func.HttpRequest, services: Services) -> func.HttpResponse:
+    principal = auth.require(req, services.settings)
     definition, etag = services.definitions.get(_name(req))
+    auth.require_export(principal, definition)
     return _json(200, definition.to_dict(), headers={"ETag": etag})
 
 
 @handled
 def put_export(req: func.HttpRequest, services: Services) -> func.HttpResponse:
     """Validate and save a definition. Saving never runs it."""
+    auth.require(req, services.settings, admin=True)
     name = _name(req)
     _require_json(req)
     body = req.get_body()
@@ -188,15 +200,18 @@ def put_export(req: func.HttpRequest, services: Services) -> func.HttpResponse:
 @handled
 def delete_export(req: func.HttpRequest, services: Services) -> func.HttpResponse:
     """Remove the definition: no scheduled or on-demand run starts after this."""
+    auth.require(req, services.settings, admin=True)
     services.definitions.delete(_name(req))
     return func.HttpResponse(status_code=204)
 
 
 @handled
 def start_export_run(req: func.HttpRequest, services: Services) -> func.HttpResponse:
+    principal = auth.require(req, services.settings)
     name = _name(req)
     dry_run = _flag(req, "dry_run")
     definition = services.definitions.get(name)[0]  # 404 for an unknown export
+    auth.require_export(principal, definition)
     if not definition.connection.privacy_consent:
         # The run would refuse it anyway; say so now rather than 202 and a failed run.
         raise ApiError(
@@ -206,7 +221,9 @@ def start_export_run(req: func.HttpRequest, services: Services) -> func.HttpResp
             "consent; set connection.privacy_consent to true (PUT the definition) first",
             field="connection.privacy_consent",
         )
-    run_id, queued = start_run(services, name, dry_run=dry_run, trigger="http")
+    run_id, queued = start_run(
+        services, name, dry_run=dry_run, trigger="http", started_by=principal.as_record()
+    )
     url = _status_url(name, run_id)
     if not queued:
         raise ApiError(
@@ -228,7 +245,10 @@ def start_export_run(req: func.HttpRequest, services: Services) -> func.HttpResp
 
 @handled
 def get_run(req: func.HttpRequest, services: Services) -> func.HttpResponse:
+    principal = auth.require(req, services.settings)
     name, run_id = _name(req), _run_id(req)
+    if not principal.is_admin:  # contributors see runs of exports they may use
+        auth.require_export(principal, services.definitions.get(name)[0])
     record = services.runs.get(name, run_id)
     if record is None:
         raise NotFoundError(f"run {run_id} of export {name!r} not found")

@@ -35,6 +35,7 @@ __all__ = [
     "MappingSpec",
     "PropertySpec",
     "SourceSpec",
+    "SyncSpec",
     "decode_document",
     "parse_definition",
 ]
@@ -168,6 +169,15 @@ class ExportOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncSpec:
+    """How the list follows the segment: ``mirror`` also removes the leavers this export
+    added, ``add`` never removes; the mass-removal guard's limit, in percent."""
+
+    mode: str = "mirror"
+    max_removal_percent: float = 10
+
+
+@dataclass(frozen=True, slots=True)
 class ExportDefinition:
     """One segment exported into one Klaviyo list."""
 
@@ -178,6 +188,7 @@ class ExportDefinition:
     destination: DestinationSpec
     mapping: MappingSpec
     options: ExportOptions = ExportOptions()
+    sync: SyncSpec = SyncSpec()
 
     def mapped_columns(self) -> dict[str, str]:
         """Definition field path -> segment column, for error messages."""
@@ -212,6 +223,10 @@ class ExportDefinition:
             "destination": {"list_id": self.destination.list_id},
             "mapping": self.mapping.to_dict(),
             "options": options,
+            "sync": {
+                "mode": self.sync.mode,
+                "max_removal_percent": self.sync.max_removal_percent,
+            },
         }
 
 
@@ -435,6 +450,10 @@ def _build(doc: dict[str, Any]) -> ExportDefinition:
         options=ExportOptions(
             phone_default_region=doc.get("options", {}).get("phone_default_region"),
             phone_region_column=doc.get("options", {}).get("phone_region_column"),
+        ),
+        sync=SyncSpec(
+            mode=doc.get("sync", {}).get("mode", "mirror"),
+            max_removal_percent=doc.get("sync", {}).get("max_removal_percent", 10),
         ),
     )
 

@@ -82,6 +82,7 @@ class RunOptions:
     max_resends: int = 25
     progress_interval: float = 0.5
     encode_workers: int | None = None  # processes encoding rows; None: by snapshot size
+    started_by: dict[str, Any] | None = None  # name and object id of who started it
 
 
 @dataclass(slots=True)
@@ -572,6 +573,7 @@ class ExportRun:
             "export": self.definition.name,
             "list_id": self.definition.destination.list_id,
             "dry_run": dry,
+            "started_by": self.options.started_by,
             "snapshot": {
                 "container": self.definition.source.container,
                 "path": snapshot.prefix if snapshot else None,

@@ -2,6 +2,12 @@
 
 Errors of the layer below (httpx) are translated in one place, ``_classify``; retries,
 rate limiting and transport are separate pieces, each swappable for tests.
+
+Looking list members up by e-mail puts addresses in the query string. So no URL with a
+query ever reaches an exception, and httpx's own request log line (INFO on the
+``httpx`` logger, which the Functions host forwards) has its query replaced.
+What the calls return (``ImportJob``, ``ListMember``, ``JobProfile``) is defined in
+``shared.klaviyo_resources`` and re-exported here.
 """
 
 from __future__ import annotations
@@ -11,51 +17,40 @@ import email.utils
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
 
 from shared.errors import KlaviyoFatalError, KlaviyoRetriableError
+from shared.klaviyo_resources import ImportJob, JobProfile, ListMember, epoch_ms, parse_timestamp
 from shared.ratelimit import KLAVIYO_LIMITS, RateLimit, RateLimiter
 from shared.retry import RetryPolicy
 from shared.settings import DEFAULT_KLAVIYO_BASE_URL, DEFAULT_KLAVIYO_REVISION
 
-__all__ = ["ImportJob", "KlaviyoClient", "error_summary", "mask_addresses"]
+__all__ = [
+    "MAX_LOOKUP_EMAILS",
+    "MAX_REMOVAL_IDS",
+    "ImportJob",
+    "JobProfile",
+    "KlaviyoClient",
+    "ListMember",
+    "epoch_ms",
+    "error_summary",
+    "mask_addresses",
+    "parse_timestamp",
+]
 
 logger = logging.getLogger(__name__)
 
 JSONAPI = "application/vnd.api+json"
 _RETRIABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True, slots=True)
-class ImportJob:
-    """A Bulk Import Profiles job as Klaviyo reports it."""
-
-    id: str
-    status: str
-    total_count: int
-    completed_count: int
-    failed_count: int
-
-    @property
-    def done(self) -> bool:
-        return self.status in ("complete", "cancelled")
-
-    @classmethod
-    def from_document(cls, document: Mapping[str, Any]) -> ImportJob:
-        data = document["data"]
-        attrs = data.get("attributes") or {}
-        return cls(
-            id=data["id"],
-            status=attrs.get("status", "queued"),
-            total_count=int(attrs.get("total_count") or 0),
-            completed_count=int(attrs.get("completed_count") or 0),
-            failed_count=int(attrs.get("failed_count") or 0),
-        )
+MAX_LOOKUP_EMAILS = 100  # values in one any(email,[...]) filter
+MAX_REMOVAL_IDS = 1_000  # profile ids in one DELETE /api/lists/{id}/relationships/profiles
+_PAGE_SIZE = 100  # Klaviyo's maximum page[size] for the endpoints paged here
+_MEMBER_FIELDS = "email,joined_group_at"
 
 
 # Anything shaped like an address in Klaviyo's error text, so it can be masked before the
@@ -81,6 +76,23 @@ def error_summary(errors: list[dict]) -> str:
     return mask_addresses("; ".join(parts)) or "no error detail"
 
 
+def _quoted(value: str) -> str:
+    """A string value in Klaviyo's filter syntax: double quotes, backslash escapes."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _filter_time(moment: datetime) -> str:
+    """A datetime as Klaviyo's filters take it: unquoted ISO 8601, in UTC."""
+    if moment.tzinfo is None:
+        raise ValueError("filter datetimes must be timezone-aware")
+    text = moment.astimezone(UTC).isoformat(timespec="auto")
+    return text.replace("+00:00", "Z")
+
+
+def _and(conditions: list[str]) -> str:
+    return f"and({','.join(conditions)})"
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if not value:
@@ -101,6 +113,12 @@ def _errors_of(response: httpx.Response) -> list[dict]:
     return errors if isinstance(errors, list) else []
 
 
+def _without_query(url: httpx.URL | str) -> str:
+    """A URL or path with its query left out: list lookups carry e-mails in it."""
+    parsed = httpx.URL(url) if isinstance(url, str) else url
+    return str(parsed.copy_with(query=None, fragment=None))
+
+
 def _classify(response: httpx.Response) -> None:
     """Raise the error a non-2xx response stands for; return quietly on success."""
     if response.is_success:
@@ -114,15 +132,38 @@ def _classify(response: httpx.Response) -> None:
         "status": response.status_code,
         "errors": errors,
         "method": request.method,
-        "url": str(request.url),
+        "url": _without_query(request.url),
     }
     if response.status_code in _RETRIABLE_STATUS:
         raise KlaviyoRetriableError(message, retry_after=_retry_after(response), **context)
     raise KlaviyoFatalError(message, **context)
 
 
+class _RedactQueries(logging.Filter):
+    """Replaces the query of every URL in httpx's records: lookups put e-mails there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(_has_query(a) for a in record.args):
+            record.args = tuple(
+                f"{_without_query(a)}?<query redacted>" if _has_query(a) else a for a in record.args
+            )
+        return True
+
+
+def _has_query(value: object) -> bool:
+    return isinstance(value, httpx.URL) and bool(value.query)
+
+
+# httpx logs every request's full URL at INFO on this logger; the Functions host sends
+# INFO to Application Insights. The filter sits on the logger itself, so it applies
+# whichever handler the record reaches (once, however often this module is imported).
+_HTTPX_LOGGER = logging.getLogger("httpx")
+if not any(isinstance(f, _RedactQueries) for f in _HTTPX_LOGGER.filters):
+    _HTTPX_LOGGER.addFilter(_RedactQueries())
+
+
 class KlaviyoClient:
-    """Talks to Klaviyo: bulk import jobs, their errors, and lists.
+    """Talks to Klaviyo: bulk import jobs (their errors and profiles), lists and members.
 
     Create one per run, use it as an async context manager, and close it.
     """
@@ -140,9 +181,9 @@ class KlaviyoClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._retry = retry or RetryPolicy()
-        self._limiters = {
-            family: RateLimiter(limit) for family, limit in (limits or KLAVIYO_LIMITS).items()
-        }
+        # Overrides replace Klaviyo's limits family by family; the others stay in force.
+        in_force = {**KLAVIYO_LIMITS, **(limits or {})}
+        self._limiters = {family: RateLimiter(limit) for family, limit in in_force.items()}
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={
@@ -195,17 +236,111 @@ class KlaviyoClient:
         return ImportJob.from_document(doc)
 
     async def iter_import_errors(
-        self, job_id: str, *, page_size: int = 100
+        self, job_id: str, *, page_size: int = _PAGE_SIZE
     ) -> AsyncIterator[dict[str, Any]]:
         """Every import error of a job, following ``links.next`` page by page."""
-        path: str | None = f"/api/profile-bulk-import-jobs/{job_id}/import-errors"
-        params: dict[str, Any] | None = {"page[size]": page_size}
-        while path:
-            doc = await self._request("import_errors", "GET", path, params=params)
+        path = f"/api/profile-bulk-import-jobs/{job_id}/import-errors"
+        async for item in self._paged("import_errors", path, {"page[size]": page_size}):
+            yield item
+
+    async def iter_import_job_profiles(
+        self, job_id: str, *, page_size: int = _PAGE_SIZE
+    ) -> AsyncIterator[JobProfile]:
+        """The profiles a bulk import job created or updated: id and e-mail, page by page."""
+        path = f"/api/profile-bulk-import-jobs/{job_id}/profiles"
+        params = {"fields[profile]": "email", "page[size]": page_size}
+        async for item in self._paged("import_job_profiles", path, params):
+            email = (item.get("attributes") or {}).get("email")
+            yield JobProfile(item["id"], email.lower() if isinstance(email, str) else None)
+
+    async def iter_import_job_profile_ids(
+        self, job_id: str, *, page_size: int = _PAGE_SIZE
+    ) -> AsyncIterator[str]:
+        """The ids of the profiles a bulk import job created or updated, page by page."""
+        path = f"/api/profile-bulk-import-jobs/{job_id}/relationships/profiles"
+        async for item in self._paged("import_job_profiles", path, {"page[size]": page_size}):
+            yield item["id"]
+
+    async def get_list_members_by_email(
+        self, list_id: str, emails: Sequence[str]
+    ) -> list[ListMember]:
+        """Which of ``emails`` (at most 100) are on the list, with ``joined_group_at``.
+
+        One ``filter=any(email,[...])`` call (more only if Klaviyo pages the answer); an
+        address that is not a member is simply absent from the result. The addresses
+        travel in the URL: keep a call's under ~6 KB (``shared.removals`` cuts batches
+        of very long ones short), as servers refuse request lines over ~8 KB.
+        """
+        if not emails:
+            return []
+        if len(emails) > MAX_LOOKUP_EMAILS:
+            raise ValueError(f"at most {MAX_LOOKUP_EMAILS} e-mails per lookup, got {len(emails)}")
+        params = {
+            "filter": f"any(email,[{','.join(map(_quoted, emails))}])",
+            "fields[profile]": _MEMBER_FIELDS,
+            "page[size]": _PAGE_SIZE,
+        }
+        return [m async for m in self._members(list_id, params)]
+
+    async def iter_list_members(
+        self,
+        list_id: str,
+        *,
+        joined_since: datetime | None = None,
+        joined_before: datetime | None = None,
+        sort: str | None = None,
+        page_size: int = _PAGE_SIZE,
+    ) -> AsyncIterator[ListMember]:
+        """Members of the list (id, e-mail, joined_group_at), page by page.
+
+        ``joined_since`` keeps members who joined at or after it, ``joined_before`` those
+        who joined before it; ``sort`` is ``"joined_group_at"`` or ``"-joined_group_at"``.
+        A whole list costs one call per 100 members (10,000 for a million): filter.
+        """
+        if sort not in (None, "joined_group_at", "-joined_group_at"):
+            raise ValueError(f"sort must be joined_group_at or -joined_group_at, got {sort!r}")
+        conditions = []
+        if joined_since is not None:
+            conditions.append(f"greater-or-equal(joined_group_at,{_filter_time(joined_since)})")
+        if joined_before is not None:
+            conditions.append(f"less-than(joined_group_at,{_filter_time(joined_before)})")
+        params: dict[str, Any] = {"fields[profile]": _MEMBER_FIELDS, "page[size]": page_size}
+        if conditions:
+            params["filter"] = conditions[0] if len(conditions) == 1 else _and(conditions)
+        if sort is not None:
+            params["sort"] = sort
+        async for member in self._members(list_id, params):
+            yield member
+
+    async def remove_list_members(self, list_id: str, profile_ids: Sequence[str]) -> None:
+        """Take up to 1,000 profiles off the list (their consent is left alone).
+
+        Klaviyo skips a profile that is not a member, so a repeated call is harmless.
+        """
+        if not 1 <= len(profile_ids) <= MAX_REMOVAL_IDS:
+            raise ValueError(
+                f"1 to {MAX_REMOVAL_IDS} profile ids per removal, got {len(profile_ids)}"
+            )
+        body = orjson.dumps({"data": [{"type": "profile", "id": pid} for pid in profile_ids]})
+        path = f"/api/lists/{list_id}/relationships/profiles"
+        await self._request("list_relationships", "DELETE", path, content=body)
+
+    async def _members(self, list_id: str, params: dict[str, Any]) -> AsyncIterator[ListMember]:
+        async for item in self._paged("lists_read", f"/api/lists/{list_id}/profiles", params):
+            yield ListMember.from_resource(item)
+
+    async def _paged(
+        self, family: str, path: str, params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The items of every page of a collection, following ``links.next``."""
+        url: str | None = path
+        query: dict[str, Any] | None = params
+        while url:
+            doc = await self._request(family, "GET", url, params=query)
             for item in doc.get("data") or []:
                 yield item
-            path = (doc.get("links") or {}).get("next")
-            params = None  # the next link carries its own query
+            url = (doc.get("links") or {}).get("next")
+            query = None  # the next link carries its own query
 
     async def _request(
         self,
@@ -254,10 +389,12 @@ class KlaviyoClient:
                 method, path, content=content, params=params, headers=headers
             )
         except httpx.TimeoutException as exc:
+            where = httpx.URL(path).path
             raise KlaviyoRetriableError(
-                f"Klaviyo {method} {path} timed out ({type(exc).__name__})", method=method
+                f"Klaviyo {method} {where} timed out ({type(exc).__name__})", method=method
             ) from exc
         except httpx.TransportError as exc:
+            where, detail = httpx.URL(path).path, mask_addresses(str(exc))
             raise KlaviyoRetriableError(
-                f"Klaviyo {method} {path} failed: {type(exc).__name__}: {exc}", method=method
+                f"Klaviyo {method} {where} failed: {type(exc).__name__}: {detail}", method=method
             ) from exc

@@ -1,7 +1,14 @@
-"""One run per export at a time: a blob lease, held and renewed for the length of a run.
+"""Blob leases that keep runs apart, held and renewed for the length of a run.
 
-A lease left by a crashed instance expires after ``duration`` seconds, and the next run
-of that export can then take it.
+- ``RunLock`` (``locks/<export>``): one run per export at a time.
+- ``ConnectionLock`` (``connection-locks/<api_key_secret>``): one run per Klaviyo connection
+  at a time. Klaviyo's rate limits are per account, and Flex Consumption runs queued runs
+  on separate instances, so two exports into one account would otherwise each spend the
+  whole budget and meet in a storm of 429s.
+
+A lease left by a crashed instance expires after ``duration`` seconds, and the next run can
+then take it. The holder writes its run id and export into the blob's metadata, so a run
+that finds a lease taken can say which run holds it.
 """
 
 from __future__ import annotations
@@ -16,27 +23,46 @@ from azure.storage.blob import BlobLeaseClient, ContainerClient
 
 from shared.errors import ExportError, RunConflictError
 
-__all__ = ["RunLock"]
+__all__ = ["BlobLock", "ConnectionBusyError", "ConnectionLock", "RunLock"]
 
 logger = logging.getLogger(__name__)
 
 
-class RunLock:
-    """The lease on ``locks/<export>``; use ``async with lock.hold(run_id):``."""
+class ConnectionBusyError(RunConflictError):
+    """Another run holds the lease of the same Klaviyo connection (``connection``)."""
 
-    def __init__(self, container: ContainerClient, export: str, *, duration: int = 60) -> None:
+    def __init__(self, connection: str, run_id: str | None, export: str | None) -> None:
+        # Not RunConflictError's message: this one names the connection, not this export.
+        ExportError.__init__(
+            self,
+            f"Klaviyo connection {connection!r} is in use by run {run_id or 'unknown'} "
+            f"of export {export or 'unknown'!r}",
+        )
+        self.connection = connection
+        self.run_id = run_id
+        self.export = export
+
+
+class BlobLock:
+    """A lease on one blob; use ``async with lock.hold(run_id, export):``."""
+
+    def __init__(self, container: ContainerClient, blob: str, *, duration: int = 60) -> None:
         if not 15 <= duration <= 60:
             raise ValueError("blob leases last 15 to 60 seconds")
-        self.export = export
         self.duration = duration
-        self._blob = container.get_blob_client(f"locks/{export}")
+        self.label = blob
+        self._blob = container.get_blob_client(blob)
+
+    def busy_error(self, holder: dict[str, str]) -> RunConflictError:
+        """What a refused ``acquire`` raises; ``holder`` is the holder's metadata."""
+        return RunConflictError(self.label, holder.get("run_id"))
 
     def _ensure_blob(self) -> None:
         with contextlib.suppress(ResourceExistsError):
             self._blob.upload_blob(b"", overwrite=False)
 
-    def acquire(self, run_id: str) -> BlobLeaseClient:
-        """Take the lease or raise RunConflictError naming the run that holds it."""
+    def acquire(self, run_id: str, export: str = "") -> BlobLeaseClient:
+        """Take the lease or raise ``busy_error`` naming the run that holds it."""
         self._ensure_blob()
         lease = BlobLeaseClient(self._blob)
         try:
@@ -44,16 +70,23 @@ class RunLock:
         except HttpResponseError as exc:
             if exc.status_code != 409:
                 raise
-            holder = (self._blob.get_blob_properties().metadata or {}).get("run_id")
-            raise RunConflictError(self.export, holder) from exc
+            raise self.busy_error(self.holder()) from exc
         # Record who holds it, so a refused caller can name the run in progress.
-        self._blob.set_blob_metadata({"run_id": run_id}, lease=lease)
+        holder = {"run_id": run_id, "export": export} if export else {"run_id": run_id}
+        self._blob.set_blob_metadata(holder, lease=lease)
         return lease
 
+    def holder(self) -> dict[str, str]:
+        """The metadata the current (or last) holder wrote."""
+        try:
+            return dict(self._blob.get_blob_properties().metadata or {})
+        except HttpResponseError:
+            return {}
+
     @contextlib.asynccontextmanager
-    async def hold(self, run_id: str) -> AsyncIterator[BlobLeaseClient]:
+    async def hold(self, run_id: str, export: str = "") -> AsyncIterator[BlobLeaseClient]:
         """Hold the lease while the body runs, renewing it at a third of its duration."""
-        lease = await asyncio.to_thread(self.acquire, run_id)
+        lease = await asyncio.to_thread(self.acquire, run_id, export)
         owner = asyncio.current_task()
         lost: list[BaseException] = []
         renewer = asyncio.create_task(self._renew(lease, owner, lost))
@@ -64,8 +97,8 @@ class RunLock:
                 raise
             owner.uncancel()
             raise ExportError(
-                f"export {self.export}: lost the run lease; stopped so that no other "
-                "instance runs beside this one (the next attempt resumes)"
+                f"{self.label}: lost the lease; stopped so that no other instance runs "
+                "beside this one (the next attempt resumes)"
             ) from lost[0]
         finally:
             renewer.cancel()
@@ -84,7 +117,7 @@ class RunLock:
             except HttpResponseError as exc:
                 # The lease is gone (e.g. the process stalled past its expiry): stop the
                 # run rather than run beside another instance.
-                logger.error("export %s: lost the run lease: %s", self.export, exc)
+                logger.error("%s: lost the lease: %s", self.label, exc)
                 lost.append(exc)
                 if owner is not None:
                     owner.cancel()
@@ -97,3 +130,32 @@ class RunLock:
         except HttpResponseError:
             return False
         return props.lease.state == "leased"
+
+
+class RunLock(BlobLock):
+    """The lease on ``locks/<export>``: one run of an export at a time."""
+
+    def __init__(self, container: ContainerClient, export: str, *, duration: int = 60) -> None:
+        super().__init__(container, f"locks/{export}", duration=duration)
+        self.export = export
+        self.label = f"export {export}"
+
+    def busy_error(self, holder: dict[str, str]) -> RunConflictError:
+        return RunConflictError(self.export, holder.get("run_id"))
+
+
+class ConnectionLock(BlobLock):
+    """The lease on ``connection-locks/<secret>``: one run per Klaviyo connection at a time.
+
+    A connection is its Key Vault secret (``connection.api_key_secret``); Key Vault secret
+    names are case-insensitive, so the blob name is lower-cased. (A separate prefix from
+    ``locks/``, so that no export name can collide with it.)
+    """
+
+    def __init__(self, container: ContainerClient, secret: str, *, duration: int = 60) -> None:
+        super().__init__(container, f"connection-locks/{secret.lower()}", duration=duration)
+        self.connection = secret
+        self.label = f"Klaviyo connection {secret}"
+
+    def busy_error(self, holder: dict[str, str]) -> RunConflictError:
+        return ConnectionBusyError(self.connection, holder.get("run_id"), holder.get("export"))

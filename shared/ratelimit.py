@@ -38,7 +38,11 @@ KLAVIYO_LIMITS: dict[str, RateLimit] = {
     "import_jobs_create": RateLimit(burst=10, steady=150),
     "import_jobs_get": RateLimit(burst=10, steady=150),
     "import_errors": RateLimit(burst=10, steady=150),
+    # GET a job's profiles and its profile ids
+    "import_job_profiles": RateLimit(burst=10, steady=150),
+    # POST / DELETE /api/lists/{id}/relationships/profiles (add, remove members)
     "list_relationships": RateLimit(burst=10, steady=150),
+    # GET a list, its profiles (members, by e-mail or joined time) and their ids
     "lists_read": RateLimit(burst=75, steady=750),
     "subscriptions": RateLimit(burst=75, steady=750),
 }

@@ -87,7 +87,8 @@ class BlobRunStore:
 
 # -- run records and per-export status -------------------------------------------------
 
-ACTIVE = ("queued", "running")
+# "waiting": back in the queue until its Klaviyo connection (or its export) is free.
+ACTIVE = ("queued", "waiting", "running")
 FINISHED = ("succeeded", "failed")
 
 

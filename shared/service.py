@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,9 +17,11 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
+from shared.auth import SCHEDULE
+from shared.definitions import ExportDefinition
 from shared.export import RunOptions, new_run_id
 from shared.keyvault import ApiKeyProvider, api_key_provider
-from shared.locks import RunLock
+from shared.locks import ConnectionLock, RunLock
 from shared.runs import ACTIVE, RunRecords
 from shared.settings import Settings
 from shared.state import DefinitionStore, open_state
@@ -53,9 +56,20 @@ class Services:
     client_kwargs: dict[str, Any] = field(default_factory=dict)
     run_options: dict[str, Any] = field(default_factory=dict)
     lock_seconds: int = 60  # blob lease length; a crashed run's lease frees after this
+    # A run whose connection (or export) is busy goes back to the queue, invisible for
+    # wait_seconds, doubling per wait up to max_wait_delay; after max_wait_seconds of
+    # waiting it fails.
+    wait_seconds: float = 30.0
+    max_wait_delay: float = 300.0
+    max_wait_seconds: float = 12 * 3600.0
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Services:
+        if settings.api_auth_disabled:
+            logger.warning(
+                "API_AUTH_DISABLED is set: the HTTP API checks no app roles and treats every "
+                "caller as an administrator; for local runs only, never in Azure"
+            )
         state = open_state(settings)
         # The host decodes queue-trigger messages as base64 (host.json leaves the default
         # messageEncoding), so what we enqueue must be base64 too.
@@ -81,8 +95,23 @@ class Services:
     def lock(self, export: str) -> RunLock:
         return RunLock(self.state, export, duration=self.lock_seconds)
 
-    def options(self, *, dry_run: bool) -> RunOptions:
-        return RunOptions(dry_run=dry_run, **self.run_options)
+    def connection_lock(self, definition: ExportDefinition) -> ConnectionLock:
+        """The lease shared by every export that uses the same Klaviyo key."""
+        secret = definition.connection.api_key_secret
+        return ConnectionLock(self.state, secret, duration=self.lock_seconds)
+
+    def options(self, *, dry_run: bool, started_by: dict[str, Any] | None = None) -> RunOptions:
+        return RunOptions(dry_run=dry_run, started_by=started_by, **self.run_options)
+
+    def wait_delay(self, waits: int) -> int:
+        """Seconds a busy run stays invisible in the queue before it tries again: doubling,
+        capped, with jitter so that runs waiting for one connection do not wake together."""
+        delay = min(self.wait_seconds * 2 ** min(waits, 16), self.max_wait_delay)
+        return max(1, round(delay * random.uniform(0.8, 1.0)))
+
+    def requeue(self, body: str, *, delay: int) -> None:
+        """Put a run message back in the queue, invisible for ``delay`` seconds."""
+        self.queue.send_message(body, visibility_timeout=delay)
 
 
 _services: Services | None = None
@@ -117,12 +146,20 @@ def is_run_active(services: Services, export: str, run_id: str) -> bool:
 
 
 def start_run(
-    services: Services, export: str, *, dry_run: bool = False, trigger: str = "http"
+    services: Services,
+    export: str,
+    *,
+    dry_run: bool = False,
+    trigger: str = "http",
+    started_by: dict[str, Any] | None = None,
 ) -> tuple[str, bool]:
     """Queue a run of ``export``. Returns (run id, True), or (active run id, False) when
     one is already in progress. Saving a definition never calls this: only a schedule
-    tick or an explicit request does."""
+    tick or an explicit request does. ``started_by``: who asked (name and object id);
+    scheduled runs record ``schedule``."""
     services.definitions.get(export)  # NotFoundError for an unknown export
+    if started_by is None and trigger == "schedule":
+        started_by = dict(SCHEDULE)
     run_id = new_run_id()
     claimed = services.runs.claim(
         export,
@@ -130,6 +167,7 @@ def start_run(
         is_active=lambda other: is_run_active(services, export, other),
         dry_run=dry_run,
         trigger=trigger,
+        started_by=started_by,
     )
     if claimed != run_id:
         return claimed, False

@@ -44,6 +44,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "KLAVIYO_BASE_URL",
     "KLAVIYO_REVISION",
     "KLAVIYO_API_KEY",
+    "API_AUTH_DISABLED",
 )
 
 
@@ -129,6 +130,8 @@ class Settings:
     klaviyo_base_url: str = DEFAULT_KLAVIYO_BASE_URL
     klaviyo_revision: str = DEFAULT_KLAVIYO_REVISION
     local_api_key: str | None = None
+    # Local runs only: no App Service authentication in front, so no caller to check.
+    api_auth_disabled: bool = False
 
     def __repr__(self) -> str:
         key = "set" if self.local_api_key else "unset"
@@ -137,7 +140,8 @@ class Settings:
             f"segments_storage={self.segments_storage!r}, "
             f"state_container={self.state_container!r}, "
             f"key_vault_url={self.key_vault_url!r}, klaviyo_base_url={self.klaviyo_base_url!r}, "
-            f"klaviyo_revision={self.klaviyo_revision!r}, KLAVIYO_API_KEY {key})"
+            f"klaviyo_revision={self.klaviyo_revision!r}, KLAVIYO_API_KEY {key}, "
+            f"api_auth_disabled={self.api_auth_disabled})"
         )
 
     @classmethod
@@ -162,4 +166,14 @@ class Settings:
             ),
             klaviyo_revision=revision,
             local_api_key=env.get("KLAVIYO_API_KEY", "").strip() or None,
+            api_auth_disabled=_flag("API_AUTH_DISABLED", env.get("API_AUTH_DISABLED", "")),
         )
+
+
+def _flag(name: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("", "false", "0", "no"):
+        return False
+    if text in ("true", "1", "yes"):
+        return True
+    raise SettingsError(name, "must be true or false")

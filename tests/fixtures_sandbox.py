@@ -6,6 +6,11 @@
 - ``sandbox_factory``: ``sandbox_factory(error_rate=1.0, ...)`` starts a sandbox with
   those SandboxConfig overrides on top of the same defaults; all are stopped at teardown.
 - ``klaviyo_contract``: the OpenAPI contract checker, loaded once per session.
+
+A test inspects and prepares a sandbox through ``sandbox.state`` (``SandboxInspector``):
+``list_emails``, ``list_members`` (with ``joined_group_at``), ``add_list_members`` (e.g.
+backdated "sign-up form" members), ``remove_list_members``, ``job``, ``expire_job``,
+``profile``, ``stats`` (requests by family and by operation), ``recorded_requests``.
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ The slices live beside the checkout (``../shared/klaviyo-openapi/*.json``) and a
 there, never copied. ``KlaviyoContract().validate(method, url, headers, body)`` raises an
 AssertionError listing every way a request departs from the operation it targets:
 unknown operation, missing ``revision`` or Authorization header, unknown or out-of-range
-query parameters (``page[size]`` bounds, ``fields[...]`` enums), a wrong content type, and
-a body that fails the operation's requestBody schema.
+query parameters (``page[size]`` bounds, ``fields[...]`` and ``sort`` enums), a ``filter``
+that uses a field or operator the parameter's description does not allow (Klaviyo lists
+them there: "Allowed field(s)/operator(s): `email`: `any`, `equals` ..."), a wrong
+content type, and a body that fails the operation's requestBody schema.
 
 OpenAPI 3.0 is not JSON Schema, so each slice is translated once:
 - ``nullable: true`` becomes ``type: [T, "null"]`` (and ``null`` joins an ``enum``); where
@@ -35,7 +37,7 @@ from urllib.parse import parse_qsl, urlsplit
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-__all__ = ["DEFAULT_SPEC_DIR", "KlaviyoContract", "Operation"]
+__all__ = ["DEFAULT_SPEC_DIR", "KlaviyoContract", "Operation", "allowed_filters"]
 
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "klaviyo-openapi"
 _REVISION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?")
@@ -319,7 +321,47 @@ class KlaviyoContract:
         return out
 
 
+_ALLOWED_LINE = re.compile(r"`([\w.$-]+)`: ((?:`[\w-]+`(?:, )?)+)")
+_OPERATION = re.compile(r"([a-z][a-z-]*)\(\s*([^,()\s]+)\s*,")
+_QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
+_LOGICAL = frozenset({"and", "or", "not"})
+
+
+def allowed_filters(param: Mapping[str, Any]) -> dict[str, set[str]]:
+    """field -> operators, from the ``filter`` parameter's description in the slice."""
+    text = (param.get("description") or "").split("Allowed field(s)/operator(s):", 1)
+    if len(text) < 2:
+        return {}
+    out: dict[str, set[str]] = {}
+    for field_name, operators in _ALLOWED_LINE.findall(text[1]):
+        out[field_name] = set(re.findall(r"`([\w-]+)`", operators))
+    return out
+
+
+def _filter_problems(raw: str, param: Mapping[str, Any]) -> Iterable[str]:
+    allowed = allowed_filters(param)
+    bare = _QUOTED.sub('""', raw)  # quoted values may hold anything, parentheses included
+    if bare.count("(") != bare.count(")") or bare.count("[") != bare.count("]"):
+        yield f"filter {raw[:80]!r}...: unbalanced parentheses or brackets"
+    operations = _OPERATION.findall(bare)
+    if not operations:
+        yield "filter: no operation such as equals(field,value)"
+    for operator, field_name in operations:
+        if operator in _LOGICAL:
+            continue
+        if field_name not in allowed:
+            yield f"filter: {field_name!r} cannot be filtered on (allowed: {sorted(allowed)})"
+        elif operator not in allowed[field_name]:
+            yield (f"filter: {field_name!r} allows {sorted(allowed[field_name])}, not {operator!r}")
+    # Klaviyo's filter guide: datetimes go unquoted; a quoted one makes the filter invalid.
+    if re.search(r"_at\s*,\s*[\"']", raw):
+        yield "filter: datetime values are written without quotes"
+
+
 def _query_value_problems(name: str, raw: str, param: Mapping[str, Any]) -> Iterable[str]:
+    if name == "filter":
+        yield from _filter_problems(raw, param)
+        return
     schema = param.get("schema", {})
     kind = schema.get("type")
     if kind == "array":

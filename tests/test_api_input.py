@@ -11,21 +11,24 @@ import azure.functions as func
 import pytest
 
 from shared import api
+from shared.auth import PRINCIPAL_HEADER
 from shared.cli import load_definition
 from tests.control_plane import queued, save
 from tests.exports import definition_doc, write_small_export
+from tests.fixtures_app import admin_header
 
 JSON = {"content-type": "application/json"}
 
 
 def call(handler, services, method="GET", *, route=None, params=None, body=b"", headers=None):
+    # As an administrator, as App Service passes the caller: input rules come after roles.
     request = func.HttpRequest(
         method,
         "https://evil.example/api/exports",
         route_params=route or {},
         params=params or {},
         body=body if isinstance(body, bytes) else json.dumps(body).encode(),
-        headers=JSON if headers is None else headers,
+        headers={**(JSON if headers is None else headers), PRINCIPAL_HEADER: admin_header()},
     )
     response = handler(request, services)
     payload = json.loads(response.get_body()) if response.get_body() else None
@@ -127,7 +130,11 @@ def test_status_url_and_location_are_not_built_from_the_host_header(services, co
         route_params={"name": "vip"},
         params={},
         body=b"",
-        headers={"host": "evil.example", "x-forwarded-host": "evil.example"},
+        headers={
+            "host": "evil.example",
+            "x-forwarded-host": "evil.example",
+            PRINCIPAL_HEADER: admin_header(),
+        },
     )
     response = api.start_export_run(request, services)
     body = json.loads(response.get_body())

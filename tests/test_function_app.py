@@ -23,6 +23,7 @@ from shared.retry import RetryPolicy
 from shared.service import RUN_QUEUE, Services
 from shared.settings import Settings
 from tests.exports import ROOT, definition_doc, write_small_export
+from tests.fixtures_app import admin_header, call, indexed_functions
 
 LIST_ID = "Y6nRLr"
 FAST_RETRY = RetryPolicy(max_attempts=10, backoff=0.02, max_backoff=0.2, rng=random.Random(9))
@@ -30,10 +31,8 @@ FAST_RETRY = RetryPolicy(max_attempts=10, backoff=0.02, max_backoff=0.2, rng=ran
 
 @pytest.fixture(scope="session")
 def functions():
-    # get_functions() may be called once per app object: index once per session.
-    from function_app import app
-
-    return {fn.get_function_name(): fn for fn in app.get_functions()}
+    # get_functions() may be called once per app object: one index for every test module.
+    return indexed_functions()
 
 
 def bindings(fn) -> list[dict]:
@@ -77,18 +76,9 @@ def segments(app_env, blob_service):
 
 
 def call_http(functions, name, method, url, *, route=None, params=None, body=b""):
-    fn = functions[name].get_user_function()
-    request = func.HttpRequest(
-        method,
-        url,
-        route_params=route or {},
-        params=params or {},
-        body=body if isinstance(body, bytes) else json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-    )
-    response = fn(request)
-    payload = json.loads(response.get_body()) if response.get_body() else None
-    return response, payload
+    # As an administrator: these tests are about the API's behaviour, tests/test_auth.py
+    # about who may call it.
+    return call(name, method, url, route=route, params=params, body=body, principal=admin_header())
 
 
 def put_definition(functions, name, doc):

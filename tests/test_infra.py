@@ -35,6 +35,7 @@ PARSE_TIMEOUT = 300
 # Settings the code can read that the Azure deployment deliberately leaves out, with why.
 NOT_IN_AZURE = {
     "KLAVIYO_API_KEY": "local runs only; in Azure the key comes from Key Vault (KEY_VAULT_URL)",
+    "API_AUTH_DISABLED": "local runs only; in Azure App Service authentication and app roles apply",
     "AzureWebJobsStorage": "connection-string form: Azure uses the identity-based __ settings",
     "SEGMENTS_STORAGE": "connection-string form: Azure uses the identity-based __ settings",
     "AzureWebJobsStorage__accountName": "the blob and queue service URIs are given instead",
@@ -79,6 +80,49 @@ OPTIONAL_ROLES = {
     ROLE_BLOB_DATA_CONTRIBUTOR: "Microsoft.Storage/storageAccounts/blobServices/containers",
     ROLE_KEY_VAULT_SECRETS_OFFICER: "Microsoft.KeyVault/vaults",
 }
+# Microsoft's "Flex Consumption plan deprecations" table, in the Functions app settings
+# reference: https://learn.microsoft.com/azure/azure-functions/functions-app-settings#flex-consumption-plan-deprecations
+# (read 2025-07, ms.date 07/11/2025). Flex rejects or ignores these; a site property such as
+# ftpsState fails the deployment outright (ARM error 51021). The table writes them as
+# `properties.<name>`; most live in siteConfig, a few on the site itself, so both are checked.
+FLEX_DEPRECATED_PROPERTIES = (
+    "alwaysOn",
+    "containerSize",
+    "ftpsState",
+    "isReserved",
+    "IsXenon",
+    "javaVersion",
+    "LinuxFxVersion",
+    "netFrameworkVersion",
+    "powerShellVersion",
+    "functionAppScaleLimit",
+    "preWarmedInstanceCount",
+    "use32BitWorkerProcess",
+    "vnetBackupRestoreEnabled",
+    "vnetContentShareEnabled",
+    "vnetImagePullEnabled",
+    "vnetRouteAllEnabled",
+    "windowsFxVersion",
+)
+FLEX_DEPRECATED_APP_SETTINGS = (
+    "ENABLE_ORYX_BUILD",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_WORKER_RUNTIME_VERSION",
+    "FUNCTIONS_MAX_HTTP_CONCURRENCY",
+    "FUNCTIONS_WORKER_PROCESS_COUNT",
+    "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTOVERVNET",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_DNS_SERVER",
+    "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",
+    "WEBSITE_NODE_DEFAULT_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_SKIP_CONTENTSHARE_VALIDATION",
+    "WEBSITE_VNET_ROUTE_ALL",
+)
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SKIP_COMMENT = re.compile(r"checkov:skip=([A-Z0-9_]+)(.*)")
 SKIP_COMMENT_FORM = re.compile(r"^\s*// checkov:skip=CKV2?_[A-Z]+_\d+: \S.{9,}$")
@@ -361,6 +405,13 @@ def test_klaviyo_api_key_is_not_an_app_setting(files):
     assert "KLAVIYO_API_KEY" not in app_settings(files)
 
 
+def test_the_role_check_is_never_switched_off_in_azure(files):
+    settings = {name.upper() for name in app_settings(files)}
+    assert "API_AUTH_DISABLED" not in settings
+    for path in BICEP_FILES:
+        assert "API_AUTH_DISABLED" not in path.read_text(), path
+
+
 def test_connections_are_identity_based(files):
     settings = app_settings(files)
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
@@ -473,7 +524,7 @@ def test_function_app_is_https_only_tls12_and_without_basic_publishing(files):
     properties = body(site)["properties"]
     assert properties["httpsOnly"] is True
     assert properties["siteConfig"]["minTlsVersion"] == "1.2"
-    assert properties["siteConfig"]["ftpsState"] == "Disabled"
+    # FTP stays off through the credential policies: Flex refuses siteConfig.ftpsState.
     policies = {
         body(r)["name"]: body(r)["properties"]["allow"]
         for _, _, r in resources_of(files, "Microsoft.Web/sites/basicPublishingCredentialsPolicies")
@@ -524,3 +575,105 @@ def test_app_storage_declares_the_state_container_and_run_queues(files):
     assert queues == {"runQueueName", "${runQueueName}-poison"}
     params = files["modules/app-storage.bicep"]["parameters"]
     assert params["runQueueName"]["default"] == "export-runs"
+
+
+# -- Flex Consumption ------------------------------------------------------------------------
+
+
+def test_no_property_or_app_setting_from_the_flex_deprecation_list_is_set(files):
+    _, site = function_app(files)
+    properties = body(site)["properties"]
+    deprecated = {name.lower() for name in FLEX_DEPRECATED_PROPERTIES}
+    for where, block in (("properties", properties), ("siteConfig", properties["siteConfig"])):
+        found = sorted(key for key in block if key.lower() in deprecated)
+        assert not found, f"Flex Consumption refuses {where}: {found}"
+    settings = {name.upper() for name in app_settings(files)}
+    assert not settings & set(FLEX_DEPRECATED_APP_SETTINGS), settings & set(
+        FLEX_DEPRECATED_APP_SETTINGS
+    )
+
+
+def test_the_deprecation_check_would_catch_ftps_state():
+    # The list above must hold the property that broke `azd up` (ARM error 51021).
+    assert "ftpsState" in FLEX_DEPRECATED_PROPERTIES
+    assert "FUNCTIONS_WORKER_RUNTIME" in FLEX_DEPRECATED_APP_SETTINGS
+
+
+def test_instance_memory_leaves_out_512_mb(files):
+    for path in ("main.bicep", "modules/function-app.bicep"):
+        param = files[path]["parameters"]["instanceMemoryMB"]
+        allowed = next(d["argument"] for d in param["decorators"] if d["type"] == "allowed")
+        assert allowed == [2048, 4096], f"{path}: {allowed}"
+        assert param["default"] == 2048, path
+
+
+# -- App Service authentication (Entra ID) in front of the HTTP API ----------------------------
+
+
+def auth_settings(files: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    found = [
+        (path, body(resource))
+        for path, _, resource in resources_of(files, "Microsoft.Web/sites/config")
+        if body(resource)["name"] == "authsettingsV2"
+    ]
+    assert len(found) == 1, f"expected one authsettingsV2, found {len(found)}"
+    return found[0]
+
+
+def test_entra_id_authentication_is_required_on_the_function_app(files):
+    path, auth = auth_settings(files)
+    site_path, _ = function_app(files)
+    assert path == site_path
+    site_symbol = next(
+        name
+        for name, r in files[path]["resources"].items()
+        if r["type"] == "Microsoft.Web/sites" and not r.get("existing")
+    )
+    assert auth["parent"] == site_symbol
+    properties = auth["properties"]
+    assert properties["platform"]["enabled"] is True
+    assert properties["globalValidation"]["requireAuthentication"] is True
+    # An API answers 401, never a redirect to a login page.
+    assert properties["globalValidation"]["unauthenticatedClientAction"] == "Return401"
+    assert properties["httpSettings"]["requireHttps"] is True
+    aad = properties["identityProviders"]["azureActiveDirectory"]
+    assert aad["enabled"] is True
+    assert aad["registration"]["clientId"] == "authClientId"
+    issuer = aad["registration"]["openIdIssuer"]
+    assert issuer.endswith("${authTenantId}/v2.0"), issuer
+    assert "loginEndpoint" in issuer, "use environment().authentication, not a literal cloud"
+    assert set(aad["validation"]["allowedAudiences"]) == {"authClientId", "api://${authClientId}"}
+    assert "clientSecretSettingName" not in aad["registration"], "an API needs no client secret"
+
+
+def test_auth_client_and_tenant_are_deployment_parameters(files):
+    main = files["main.bicep"]
+    assert main["parameters"]["authClientId"]["default"] is None, "required: no default"
+    assert "authTenantId" in main["parameters"]
+    calls = {target: body(module) for _, _, module, target in module_calls(files)}
+    params = calls["modules/function-app.bicep"]["params"]
+    assert render(params["authClientId"]) == "authClientId"
+    assert render(params["authTenantId"]) == "apiAuthTenantId"
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert mapped["authClientId"]["value"] == "${AUTH_CLIENT_ID}"
+    assert mapped["authTenantId"]["value"] == "${AUTH_TENANT_ID=}"
+
+
+def test_function_keys_stay_required_behind_entra_id():
+    text = (ROOT / "function_app.py").read_text()
+    assert "http_auth_level=func.AuthLevel.FUNCTION" in text
+
+
+def test_azd_builds_the_python_package_remotely():
+    # azure.yaml schema: services.<name>.remoteBuild (a boolean) for `host: function`. Read
+    # without a YAML library (none is a dependency): the service block is plain key: value.
+    lines = (ROOT / "azure.yaml").read_text().splitlines()
+    start = lines.index("  api:")
+    block = {}
+    for line in lines[start + 1 :]:
+        if not line.startswith("    "):
+            break
+        key, _, value = line.strip().partition(":")
+        block[key] = value.strip()
+    assert block["host"] == "function" and block["language"] == "python"
+    assert block["remoteBuild"] == "true"

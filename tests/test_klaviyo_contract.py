@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
+import orjson
 import pytest
 
 from devtools.klaviyo_sandbox import DEFAULT_API_KEY, DEFAULT_LIST_ID
+from shared.klaviyo import KlaviyoClient
 from tests.klaviyo_contract import to_json_schema
 
 HEADERS = {
@@ -192,3 +196,103 @@ def test_sandbox_errors_fit_the_documented_error_shape(klaviyo_sandbox, klaviyo_
         response = http.post(JOBS, json=broken([*PROFILE0, "attributes", "email"], 42))
     assert response.status_code == 400
     klaviyo_contract.validate_response("POST", JOBS, 400, response.json())
+
+
+class _RecordingTransport(httpx.AsyncBaseTransport):
+    """The real transport, keeping each response's status and body for the contract."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.responses: list[tuple[str, str, int, bytes]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        body = await response.aread()
+        self.responses.append((request.method, str(request.url), response.status_code, body))
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=body, request=request
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def test_every_sync_request_of_the_client_conforms(klaviyo_sandbox, klaviyo_contract):
+    """The client's list-member, removal and job-profile calls, against the slices."""
+    past = datetime.now(UTC) - timedelta(days=3)
+    klaviyo_sandbox.state.add_list_members(DEFAULT_LIST_ID, ["form@example.com"], joined_at=past)
+    transport = _RecordingTransport()
+    async with KlaviyoClient(
+        DEFAULT_API_KEY, base_url=klaviyo_sandbox.url, transport=transport
+    ) as client:
+        job = await client.create_import_job(orjson.dumps(VALID_BODY))
+        deadline = time.monotonic() + 5
+        while klaviyo_sandbox.state.job(job.id)["status"] != "complete":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        job = await client.get_import_job(job.id)
+        profiles = [p async for p in client.iter_import_job_profiles(job.id, page_size=1)]
+        ids = [i async for i in client.iter_import_job_profile_ids(job.id, page_size=1)]
+        found = await client.get_list_members_by_email(
+            DEFAULT_LIST_ID, ["ada@example.com", "form@example.com", "nobody@example.com"]
+        )
+        window = [
+            m
+            async for m in client.iter_list_members(
+                DEFAULT_LIST_ID,
+                joined_since=past - timedelta(seconds=1),
+                joined_before=datetime.now(UTC) + timedelta(minutes=1),
+                sort="-joined_group_at",
+                page_size=1,
+            )
+        ]
+        await client.remove_list_members(DEFAULT_LIST_ID, [p.profile_id for p in profiles])
+
+    assert job.created_at is not None and job.completed_at_ms >= job.created_at_ms
+    assert [p.email for p in profiles] == ["ada@example.com", None] and len(ids) == 2
+    assert {m.email for m in found} == {"ada@example.com", "form@example.com"}
+    # Newest first; the job's two profiles joined together, so the later profile leads.
+    assert [m.email for m in window] == [None, "ada@example.com", "form@example.com"]
+    assert klaviyo_sandbox.state.list_emails(DEFAULT_LIST_ID) == ["form@example.com"]
+
+    recorded = klaviyo_sandbox.state.recorded_requests()
+    operations = {klaviyo_contract.find(r["method"], r["url"]).operation_id for r in recorded}
+    assert operations == {
+        "bulk_import_profiles",
+        "get_bulk_import_profiles_job",
+        "get_profiles_for_bulk_import_profiles_job",
+        "get_profile_ids_for_bulk_import_profiles_job",
+        "get_profiles_for_list",
+        "remove_profiles_from_list",
+    }
+    for request in recorded:
+        klaviyo_contract.validate_recorded(request)
+    assert len(transport.responses) == len(recorded)
+    for method, url, status, body in transport.responses:
+        klaviyo_contract.validate_response(
+            method, url, status, orjson.loads(body) if body else None
+        )
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ('filter=equals(first_name,"Ada")', "'first_name' cannot be filtered on"),
+        ('filter=contains(email,"a")', "not 'contains'"),
+        ('filter=greater-than(joined_group_at,"2026-01-01T00:00:00Z")', "without quotes"),
+        ('filter=any(email,["a@x.io"]', "unbalanced"),
+        ("sort=email", "'email' is not one of"),
+        ("fields[profile]=email,shoe_size", "'shoe_size' is not one of"),
+        ("page[size]=101", "must be <= 100"),
+    ],
+)
+def test_refuses_list_member_queries_klaviyo_refuses(klaviyo_contract, query, expected):
+    with pytest.raises(AssertionError, match="does not conform") as caught:
+        klaviyo_contract.validate("GET", f"/api/lists/L/profiles?{query}", HEADERS)
+    assert expected in str(caught.value)
+
+
+def test_refuses_a_removal_body_without_ids(klaviyo_contract):
+    path = f"/api/lists/{DEFAULT_LIST_ID}/relationships/profiles"
+    with pytest.raises(AssertionError, match="'id' is a required property"):
+        klaviyo_contract.validate("DELETE", path, HEADERS, {"data": [{"type": "profile"}]})

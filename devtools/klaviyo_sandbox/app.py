@@ -24,6 +24,7 @@ from .jobs import (
     get_bulk_import_job,
     get_import_errors,
     get_job_profile_ids,
+    get_job_profiles,
     subscribe_profiles,
 )
 from .jsonapi import ApiError
@@ -67,7 +68,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         status = None if request.get(_DROPPED) else response.status
         return response
     finally:
-        runtime.stats.leave(family, status)
+        runtime.stats.leave(family, status, _operation(request))
         if runtime.config.record_requests:
             runtime.recorded.append(_record(request, status), request.get(RAW_BODY))
 
@@ -162,6 +163,14 @@ def _check_revision(request: web.Request) -> None:
         )
 
 
+def _operation(request: web.Request) -> str:
+    """``METHOD /api/path/{template}`` of the route served, for the per-operation stats."""
+    resource = request.match_info.route.resource
+    if resource is None or request.match_info.http_exception is not None:
+        return "other"
+    return f"{request.method} {resource.canonical.rstrip('/')}"
+
+
 def _record(request: web.Request, status: int | None) -> dict[str, Any]:
     headers = {k.lower(): v for k, v in request.headers.items()}
     if "authorization" in headers:
@@ -188,7 +197,13 @@ _ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
         "GET",
         "/api/profile-bulk-import-jobs/{id}/relationships/profiles",
         get_job_profile_ids,
-        "bulk_import_get",
+        "bulk_import_profiles",
+    ),
+    (
+        "GET",
+        "/api/profile-bulk-import-jobs/{id}/profiles",
+        get_job_profiles,
+        "bulk_import_profiles",
     ),
     ("GET", "/api/profile-bulk-import-jobs/{id}/import-errors", get_import_errors, "import_errors"),
     ("GET", "/api/lists/{id}", get_list, "lists_read"),

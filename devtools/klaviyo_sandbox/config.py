@@ -65,7 +65,8 @@ class RateLimit:
 # counted per (account, family), as Klaviyo does.
 FAMILIES: tuple[str, ...] = (
     "bulk_import_create",  # POST /api/profile-bulk-import-jobs
-    "bulk_import_get",  # GET a job, and the job's profile ids
+    "bulk_import_get",  # GET a job
+    "bulk_import_profiles",  # GET a job's profiles, and its profile ids
     "import_errors",  # GET a job's import errors
     "list_relationships",  # POST/DELETE /api/lists/{id}/relationships/profiles
     "lists_read",  # GET a list, its profiles, its profile ids
@@ -75,6 +76,7 @@ FAMILIES: tuple[str, ...] = (
 KLAVIYO_RATE_LIMITS: Mapping[str, RateLimit] = {
     "bulk_import_create": RateLimit(burst=10, steady=150),
     "bulk_import_get": RateLimit(burst=10, steady=150),
+    "bulk_import_profiles": RateLimit(burst=10, steady=150),
     "import_errors": RateLimit(burst=10, steady=150),
     "list_relationships": RateLimit(burst=10, steady=150),
     "lists_read": RateLimit(burst=75, steady=750),
@@ -121,7 +123,7 @@ class SandboxConfig:
     job_delay: float = 0.05
     job_seconds_per_1000_profiles: float = 0.01
     cancel_jobs: bool = False
-    job_expiry_days: int = 7
+    job_expiry_days: float = 7.0  # a job (and its profiles) reads as 404 afterwards
 
     # Memory: the benchmark keeps only identifiers and memberships, not attributes.
     store_attributes: bool = True
@@ -153,6 +155,8 @@ class SandboxConfig:
             raise ValueError("rate_limit_scale must be positive")
         if min(self.job_delay, self.job_seconds_per_1000_profiles, self.slow_seconds) < 0:
             raise ValueError("timings must not be negative")
+        if self.job_expiry_days <= 0:
+            raise ValueError("job_expiry_days must be positive")
         if self.throttle_storm < 0 or self.throttle_storm_retry_after < 1:
             raise ValueError("throttle_storm must be >= 0 and its Retry-After >= 1")
         if self.parse_workers < 0:

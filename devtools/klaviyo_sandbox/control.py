@@ -7,7 +7,13 @@ POST /__sandbox/reset                  forget everything; {"restore_config": tru
 GET  /__sandbox/stats                  requests by family and status, jobs by status,
                                        profiles per list, 429s, max concurrency
 GET  /__sandbox/lists/{id}/emails      {"list_id", "count", "emails": [sorted]}
+GET  /__sandbox/lists/{id}/members     {"list_id", "count", "members": [{"id", "email",
+                                       "joined_group_at", "joined_at"}]}, by e-mail
+POST /__sandbox/lists/{id}/members     {"emails": [...], "joined_at": ISO or epoch s}:
+                                       "sign-up form" members, outside any export
+DELETE /__sandbox/lists/{id}/members   {"emails": [...]}: off the list (an unsubscribe)
 GET  /__sandbox/jobs/{id}              a job's status, counts and errors
+POST /__sandbox/jobs/{id}/expire       the job reaches its expires_at (404 from then on)
 GET  /__sandbox/profiles?email=...     a profile: id, attributes, consent, lists
 GET  /__sandbox/requests               recorded /api requests (record_requests=True)
 DELETE /__sandbox/requests             forget them
@@ -16,6 +22,7 @@ DELETE /__sandbox/requests             forget them
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -55,6 +62,16 @@ def config_as_json(config: SandboxConfig) -> dict[str, Any]:
     return out
 
 
+def _epoch_seconds(value: Any) -> float | None:
+    """``joined_at`` as epoch seconds: a number, an ISO 8601 string, or None (now)."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    raise TypeError("'joined_at' must be epoch seconds or an ISO 8601 datetime")
+
+
 def add_control_routes(app: web.Application, runtime_key: web.AppKey[Any]) -> None:
     """Register the /__sandbox/ routes on ``app``; the runtime is read from ``runtime_key``."""
 
@@ -88,6 +105,38 @@ def add_control_routes(app: web.Application, runtime_key: web.AppKey[Any]) -> No
             return _json({"error": f"no list {list_id!r}"}, status=404)
         return _json({"list_id": list_id, "count": len(emails), "emails": emails})
 
+    async def members(request: web.Request) -> web.Response:
+        list_id = request.match_info["id"]
+        state = request.app[runtime_key].state
+        if request.method not in ("GET", "POST", "DELETE"):
+            return _json({"error": "use GET, POST or DELETE"}, status=405)
+        try:
+            if request.method == "GET":
+                found = state.members(list_id)
+                return _json({"list_id": list_id, "count": len(found), "members": found})
+            body = orjson.loads(await request.read())
+            emails = body["emails"]
+            if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
+                raise TypeError("'emails' must be an array of strings")
+            if request.method == "DELETE":
+                return _json({"list_id": list_id, "removed": state.remove_members(list_id, emails)})
+            joined = _epoch_seconds(body.get("joined_at"))
+            added = state.add_members(list_id, emails, joined)
+        except KeyError as exc:
+            missing = exc.args[0] if exc.args else list_id
+            return _json({"error": f"no list {list_id!r} or no field {missing!r}"}, status=404)
+        except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+            return _json({"error": str(exc)}, status=400)
+        return _json({"list_id": list_id, "added": added})
+
+    async def expire(request: web.Request) -> web.Response:
+        job_id = request.match_info["id"]
+        try:
+            request.app[runtime_key].state.expire_job(job_id)
+        except KeyError:
+            return _json({"error": f"no job {job_id!r}"}, status=404)
+        return web.Response(status=204)
+
     async def job(request: web.Request) -> web.Response:
         job_id = request.match_info["id"]
         try:
@@ -114,7 +163,9 @@ def add_control_routes(app: web.Application, runtime_key: web.AppKey[Any]) -> No
     app.router.add_post("/__sandbox/reset", reset)
     app.router.add_get("/__sandbox/stats", stats)
     app.router.add_get("/__sandbox/lists/{id}/emails", list_emails)
+    app.router.add_route("*", "/__sandbox/lists/{id}/members", members)
     app.router.add_get("/__sandbox/jobs/{id}", job)
+    app.router.add_post("/__sandbox/jobs/{id}/expire", expire)
     app.router.add_get("/__sandbox/profiles", profile)
     app.router.add_get("/__sandbox/requests", requests)
     app.router.add_delete("/__sandbox/requests", forget_requests)

@@ -8,7 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from .jsonapi import iso, json_response, not_found
-from .lists import list_resource
+from .listquery import PROFILE_FIELDS, check_fields
+from .lists import list_resource, needs_secondary, profile_resource
 from .profiles import profile_id
 from .state import Job
 from .validation import parse_subscribe
@@ -29,6 +30,7 @@ __all__ = [
     "get_bulk_import_job",
     "get_import_errors",
     "get_job_profile_ids",
+    "get_job_profiles",
     "job_resource",
     "subscribe_profiles",
 ]
@@ -135,6 +137,18 @@ async def get_job_profile_ids(request: web.Request) -> web.StreamResponse:
     size, offset = page_size(request), decode_cursor(request)
     numbers = job.profile_numbers[offset : offset + size]
     data = [{"type": "profile", "id": profile_id(n)} for n in numbers]
+    more = offset + size < len(job.profile_numbers)
+    return json_response({"data": data, "links": links(request, offset + size if more else None)})
+
+
+async def get_job_profiles(request: web.Request) -> web.StreamResponse:
+    """GET /api/profile-bulk-import-jobs/{id}/profiles: the profiles the job has imported"""
+    fields = check_fields(request, PROFILE_FIELDS - {"joined_group_at"})
+    job = _job_of(request, "id")
+    size, offset = page_size(request), decode_cursor(request)
+    numbers = job.profile_numbers[offset : offset + size]
+    attributes = job.account.profile_attributes(numbers, secondary=needs_secondary(fields))
+    data = [profile_resource(n, attributes[n], request) for n in numbers]
     more = offset + size < len(job.profile_numbers)
     return json_response({"data": data, "links": links(request, offset + size if more else None)})
 

@@ -1,23 +1,24 @@
-"""Handlers for lists: read one, page through its members, add and remove members."""
+"""Handlers for lists: read one, page through its members, add and remove members.
+
+Which members a page holds (filter, sort, cursor) is decided in ``listquery``.
+"""
 
 from __future__ import annotations
 
-import heapq
-import re
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
 
-from .jsonapi import ApiError, iso, json_response, not_found
-from .profiles import Account, ListState, parse_profile_id, profile_id
+from .jsonapi import iso, json_response, not_found
+from .listquery import PROFILE_FIELDS, MemberPage, MemberQuery, check_fields, member_page
+from .membership import ListState, iso_micros
+from .profiles import Account, parse_profile_id, profile_id
 from .validation import parse_relationship_ids
 from .webio import (
     ACCOUNT,
     RUNTIME,
-    decode_cursor,
-    links,
+    links_to,
     list_of,
     origin,
     page_size,
@@ -31,10 +32,12 @@ __all__ = [
     "get_list_profile_ids",
     "get_list_profiles",
     "list_resource",
+    "needs_secondary",
+    "profile_resource",
     "remove_list_profiles",
 ]
 
-_PROFILE_FIELDS = (
+_STANDARD_FIELDS = (
     "email",
     "phone_number",
     "external_id",
@@ -81,55 +84,25 @@ async def get_list(request: web.Request) -> web.StreamResponse:
     return json_response(document)
 
 
-_FILTER_RE = re.compile(r"\s*(equals|any)\(\s*(email|phone_number)\s*,\s*(.*?)\s*\)\s*")
-_QUOTED_RE = re.compile(r"""(["'])(.*?)\1""")
-
-
-def _filter_numbers(request: web.Request, account: Account) -> list[int] | None:
-    """Profiles named by ``filter=equals(email,"x")`` / ``any(email,["x","y"])``, or None."""
-    raw = request.query.get("filter")
-    if raw is None:
-        return None
-    match = _FILTER_RE.fullmatch(raw)
-    values = [m[2] for m in _QUOTED_RE.finditer(match[3])] if match else []
-    if match is None or not values or (match[1] == "equals" and len(values) != 1):
-        raise ApiError(
-            400,
-            "invalid",
-            'Unsupported filter; the sandbox knows equals(email,"..."), any(email,[...]) '
-            "and the same for phone_number.",
-            parameter="filter",
-        )
-    if match[2] == "email":
-        found = (account.by_email.get(v.lower()) for v in values)
-    else:
-        found = (account.by_phone.get(v) for v in values)
-    return [n for n in found if n is not None]
-
-
-def _member_page(request: web.Request, lst: ListState, account: Account) -> tuple[list[int], bool]:
-    """One page of members in profile order, after the cursor; and whether more follow."""
-    size, after = page_size(request), decode_cursor(request)
-    wanted = _filter_numbers(request, account)
-    members = lst.members
-    source: Iterable[int] = members if wanted is None else (n for n in wanted if n in members)
-    page = heapq.nsmallest(size + 1, (n for n in source if n > after))
-    return page[:size], len(page) > size
-
-
-def _member_resource(
-    number: int, attributes: dict[str, Any], joined: float, request: web.Request
+def profile_resource(
+    number: int,
+    attributes: dict[str, Any],
+    request: web.Request,
+    *,
+    joined: int | None = None,
 ) -> dict[str, Any]:
+    """A profile as a JSON:API resource; list members carry ``joined_group_at``."""
     pid = profile_id(number)
-    out: dict[str, Any] = {k: attributes.get(k) for k in _PROFILE_FIELDS}
+    out: dict[str, Any] = {k: attributes.get(k) for k in _STANDARD_FIELDS}
     out.update(
         created=None,
         updated=None,
         last_event_date=None,
         location=attributes.get("location"),
         properties=attributes.get("properties") or {},
-        joined_group_at=iso(joined),
     )
+    if joined is not None:
+        out["joined_group_at"] = iso_micros(joined)
     return {
         "type": "profile",
         "id": pid,
@@ -138,23 +111,33 @@ def _member_resource(
     }
 
 
-async def get_list_profiles(request: web.Request) -> web.StreamResponse:
-    """GET /api/lists/{id}/profiles (filter by e-mail or phone, cursor pages)"""
+def needs_secondary(fields: frozenset[str] | None) -> bool:
+    """Whether a sparse fieldset asks for phone numbers or external ids (costly unstored)."""
+    return fields is None or bool({"phone_number", "external_id"} & fields)
+
+
+def _page(request: web.Request) -> tuple[Account, ListState, MemberPage]:
     account = request[ACCOUNT]
     lst = list_of(request, account)
-    page, more = _member_page(request, lst, account)
-    attributes = account.profile_attributes(page)
-    data = [_member_resource(n, attributes[n], lst.members[n], request) for n in page]
-    return json_response({"data": data, "links": links(request, page[-1] if more else None)})
+    size = page_size(request)
+    return account, lst, member_page(request, lst, MemberQuery.of(request, account), size)
+
+
+async def get_list_profiles(request: web.Request) -> web.StreamResponse:
+    """GET /api/lists/{id}/profiles (filter, sort, sparse fields, cursor pages)"""
+    fields = check_fields(request, PROFILE_FIELDS)
+    account, _, page = _page(request)
+    numbers = [n for _, n in page.items]
+    attributes = account.profile_attributes(numbers, secondary=needs_secondary(fields))
+    data = [profile_resource(n, attributes[n], request, joined=j) for j, n in page.items]
+    return json_response({"data": data, "links": links_to(request, page.next_cursor)})
 
 
 async def get_list_profile_ids(request: web.Request) -> web.StreamResponse:
-    """GET /api/lists/{id}/relationships/profiles"""
-    account = request[ACCOUNT]
-    lst = list_of(request, account)
-    page, more = _member_page(request, lst, account)
-    data = [{"type": "profile", "id": profile_id(n)} for n in page]
-    return json_response({"data": data, "links": links(request, page[-1] if more else None)})
+    """GET /api/lists/{id}/relationships/profiles (the same filter, sort and pages)"""
+    _, _, page = _page(request)
+    data = [{"type": "profile", "id": profile_id(n)} for _, n in page.items]
+    return json_response({"data": data, "links": links_to(request, page.next_cursor)})
 
 
 async def _membership_numbers(request: web.Request) -> tuple[ListState, list[int]]:
@@ -178,7 +161,12 @@ async def add_list_profiles(request: web.Request) -> web.StreamResponse:
 
 
 async def remove_list_profiles(request: web.Request) -> web.StreamResponse:
-    """DELETE /api/lists/{id}/relationships/profiles (at most 1,000 ids)"""
+    """DELETE /api/lists/{id}/relationships/profiles (at most 1,000 ids)
+
+    A profile that is not (or no longer) a member is skipped: removing is idempotent, so
+    a retried call answers 204 again. An id that names no profile of the account is a
+    404 pointing at it, and nothing is removed.
+    """
     lst, numbers = await _membership_numbers(request)
     lst.remove(numbers, time.time())
     return web.Response(status=204)

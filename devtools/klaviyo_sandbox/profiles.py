@@ -1,22 +1,23 @@
 """Accounts: profiles and how they are found, lists and their members, consent.
 
 A profile is an int inside the sandbox (its public id is derived from it). An account
-finds profiles by lower-cased e-mail in a dict; phones and external ids are logged and
-only indexed once someone looks one up. A list is a dict profile -> joined-at.
+finds profiles by lower-cased e-mail in a dict (and knows each profile's e-mail, for list
+pages); phones and external ids are logged and only indexed once someone looks one up.
+Lists and their members are in ``membership``.
 Attributes are kept only when ``store_attributes`` is on.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Container, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .jsonapi import iso
+from .membership import ListState
 from .validation import SubscribeRequest
 
-__all__ = ["Account", "ListState", "SecondaryIndex", "parse_profile_id", "profile_id"]
+__all__ = ["Account", "SecondaryIndex", "parse_profile_id", "profile_id"]
 
 _PROFILE_PREFIX = "01SBXP"
 
@@ -30,31 +31,6 @@ def parse_profile_id(text: str) -> int | None:
     if len(text) != 26 or not text.startswith(_PROFILE_PREFIX) or not text[6:].isdigit():
         return None
     return int(text[6:])
-
-
-@dataclass(slots=True)
-class ListState:
-    id: str
-    name: str
-    created: float
-    updated: float
-    members: dict[int, float] = field(default_factory=dict)  # profile -> joined at
-
-    def add(self, numbers: Iterable[int], now: float) -> int:
-        """Add members; one already in keeps its first joined-at. Returns how many joined."""
-        fresh = dict.fromkeys(numbers, now)
-        for number in fresh.keys() & self.members.keys():  # set ops in C, loop only on repeats
-            del fresh[number]
-        self.members.update(fresh)
-        if fresh:
-            self.updated = now
-        return len(fresh)
-
-    def remove(self, numbers: Iterable[int], now: float) -> int:
-        removed = sum(self.members.pop(n, None) is not None for n in numbers)
-        if removed:
-            self.updated = now
-        return removed
 
 
 class SecondaryIndex:
@@ -119,6 +95,7 @@ class Account:
         self._allocate = allocate  # n -> first of n new consecutive profile numbers
         self.store_attributes = store_attributes
         self.by_email: dict[str, int] = {}
+        self.email_of: dict[int, str] = {}  # the reverse of by_email
         self.by_phone = SecondaryIndex(self._log_limit)
         self.by_external_id = SecondaryIndex(self._log_limit)
         self.attributes: dict[int, dict[str, Any]] = {}
@@ -156,6 +133,7 @@ class Account:
             self.profile_count += 1
         if key:
             self.by_email[key] = number
+            self.email_of[number] = key
         self.by_phone.add_many([phone], [number])
         self.by_external_id.add_many([external_id], [number])
         if attributes is not None and self.store_attributes:
@@ -201,20 +179,30 @@ class Account:
         first = self._allocate(len(new))
         fresh = list(range(first, first + len(new)))
         self.by_email.update(zip(new, fresh, strict=True))
+        self.email_of.update(zip(fresh, new, strict=True))
         self.profile_count += len(new)
         if len(new) == len(keys):  # all new and distinct: the numbers are the new ones
             return fresh
         return list(map(self.by_email.get, keys))
 
-    def profile_attributes(self, numbers: Iterable[int]) -> dict[int, dict[str, Any]]:
-        """Attributes of a few profiles; identifiers only when attributes are not kept."""
+    def profile_attributes(
+        self, numbers: Iterable[int], *, secondary: bool = True
+    ) -> dict[int, dict[str, Any]]:
+        """Attributes of a few profiles; identifiers only when attributes are not kept.
+
+        Without stored attributes, phone numbers and external ids are found by a scan of
+        their indexes (O(profiles)); ``secondary=False`` skips it when a sparse fieldset
+        does not ask for them, as the removal lookups of a million-member list do not.
+        """
         if self.store_attributes:
             return {n: self.attributes.get(n, {}) for n in numbers}
-        # Without stored attributes the indexes are the only record: scan them once
-        # (O(profiles); pages of list members read that way, never the bulk path).
-        out: dict[int, dict[str, Any]] = {n: {} for n in numbers}
+        out: dict[int, dict[str, Any]] = {}
+        for n in numbers:
+            email = self.email_of.get(n)
+            out[n] = {"email": email} if email is not None else {}
+        if not secondary:
+            return out
         for key, index in (
-            ("email", self.by_email),
             ("phone_number", self.by_phone.mapping()),
             ("external_id", self.by_external_id.mapping()),
         ):
@@ -223,8 +211,8 @@ class Account:
                     out[number][key] = value
         return out
 
-    def emails_of(self, members: Container[int]) -> list[str]:
-        return sorted(email for email, n in self.by_email.items() if n in members)
+    def emails_of(self, members: Iterable[int]) -> list[str]:
+        return sorted(e for n in members if (e := self.email_of.get(n)) is not None)
 
     def subscribe(self, request: SubscribeRequest, now: float) -> None:
         for item in request.profiles:

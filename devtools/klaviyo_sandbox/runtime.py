@@ -36,6 +36,10 @@ class RequestStats:
         self.by_family: dict[str, collections.Counter[str]] = collections.defaultdict(
             collections.Counter
         )
+        # "DELETE /api/lists/{id}/relationships/profiles" -> status -> count
+        self.by_operation: dict[str, collections.Counter[str]] = collections.defaultdict(
+            collections.Counter
+        )
         self.throttled = 0
         self.dropped = 0
         self.in_flight = 0
@@ -45,9 +49,11 @@ class RequestStats:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
-    def leave(self, family: str, status: int | None) -> None:
+    def leave(self, family: str, status: int | None, operation: str = "other") -> None:
         self.in_flight -= 1
-        self.by_family[family][str(status) if status is not None else "dropped"] += 1
+        outcome = str(status) if status is not None else "dropped"
+        self.by_family[family][outcome] += 1
+        self.by_operation[operation][outcome] += 1
         if status == 429:
             self.throttled += 1
         elif status is None:
@@ -56,6 +62,7 @@ class RequestStats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "requests": {family: dict(c) for family, c in sorted(self.by_family.items())},
+            "operations": {op: dict(c) for op, c in sorted(self.by_operation.items())},
             "throttled": self.throttled,
             "dropped": self.dropped,
             "in_flight": self.in_flight,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -59,6 +60,33 @@ class SandboxInspector:
     def job(self, job_id: str) -> dict[str, Any]:
         """Status, counts and import errors of a job (KeyError if unknown)."""
         return self._sandbox.call(lambda rt: rt.state.job(job_id))
+
+    def expire_job(self, job_id: str) -> None:
+        """Make a job reach its ``expires_at``: from now on it, and its profiles, are 404."""
+        self._sandbox.call(lambda rt: rt.state.expire_job(job_id))
+
+    def list_members(self, list_id: str) -> list[dict[str, Any]]:
+        """Members sorted by e-mail: ``id``, ``email``, ``joined_group_at`` (Klaviyo's
+        format) and ``joined_at`` (epoch seconds). KeyError for an unknown list."""
+        return self._sandbox.call(lambda rt: rt.state.members(list_id))
+
+    def add_list_members(
+        self, list_id: str, emails: Iterable[str], *, joined_at: datetime | float | None = None
+    ) -> int:
+        """Put profiles on a list as a sign-up form would, outside any export.
+
+        New e-mails become profiles; ``joined_at`` (a datetime or epoch seconds; default
+        now) backdates their ``joined_group_at``. Members already on the list keep theirs,
+        as in Klaviyo. Returns how many joined.
+        """
+        when = joined_at.timestamp() if isinstance(joined_at, datetime) else joined_at
+        wanted = list(emails)
+        return self._sandbox.call(lambda rt: rt.state.add_members(list_id, wanted, when))
+
+    def remove_list_members(self, list_id: str, emails: Iterable[str]) -> int:
+        """Take profiles off a list by e-mail, as an unsubscribe would; returns how many."""
+        wanted = list(emails)
+        return self._sandbox.call(lambda rt: rt.state.remove_members(list_id, wanted))
 
     def profile(self, email: str) -> dict[str, Any] | None:
         return self._sandbox.call(lambda rt: rt.state.profile(email))

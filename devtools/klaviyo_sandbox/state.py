@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import SandboxConfig
+from .membership import ListState, iso_micros, micros
 from .prepare import PreparedJob
 from .profiles import Account, profile_id
 
@@ -204,20 +205,68 @@ class SandboxState:
         job.failed += len(bad)
 
     def find_job(self, account: Account, job_id: str) -> Job | None:
+        """The account's job, or None: another account's job, like an expired one, is
+        as invisible as a missing one (Klaviyo keeps a job until its ``expires_at``)."""
         job = self.jobs.get(job_id)
-        # Another account's job is as invisible as a missing one.
-        return job if job is not None and job.account is account else None
+        if job is None or job.account is not account or job.expires_at <= time.time():
+            return None
+        return job
 
     # --- inspection -------------------------------------------------------------------
 
     def list_emails(self, list_id: str) -> list[str]:
-        account = self.list_owner.get(list_id)
-        if account is None:
-            raise KeyError(list_id)
-        return account.emails_of(account.lists[list_id].members)
+        account, lst = self._list(list_id)
+        return account.emails_of(lst.members)
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self.jobs[job_id].snapshot()
+
+    def expire_job(self, job_id: str) -> None:
+        """Let a job reach its ``expires_at`` now (KeyError if unknown)."""
+        self.jobs[job_id].expires_at = time.time() - 1.0
+
+    def _list(self, list_id: str) -> tuple[Account, ListState]:
+        account = self.list_owner.get(list_id)
+        if account is None:
+            raise KeyError(list_id)
+        return account, account.lists[list_id]
+
+    def add_members(self, list_id: str, emails: list[str], joined_at: float | None) -> int:
+        """Profiles by e-mail (created when new) join the list, as a sign-up form does.
+
+        ``joined_at`` (epoch seconds) backdates their ``joined_group_at``; profiles that
+        are members already keep theirs. Returns how many joined.
+        """
+        account, lst = self._list(list_id)
+        keys = [e.strip().lower() for e in emails]
+        if not all(keys):
+            raise ValueError("every member needs an e-mail address")
+        empty: list[str | None] = [None] * len(keys)
+        attributes = [{"email": k} for k in keys] if account.store_attributes else None
+        numbers = account.upsert_columns(list(keys), empty, list(empty), attributes)
+        at = None if joined_at is None else micros(joined_at)
+        return lst.add(numbers, time.time(), joined_at=at)
+
+    def remove_members(self, list_id: str, emails: list[str]) -> int:
+        """Take profiles out of the list by e-mail (an unsubscribe elsewhere); returns how many."""
+        account, lst = self._list(list_id)
+        found = (account.by_email.get(e.strip().lower()) for e in emails)
+        return lst.remove([n for n in found if n is not None], time.time())
+
+    def members(self, list_id: str) -> list[dict[str, Any]]:
+        """Every member: profile id, e-mail, ``joined_group_at`` (and as epoch seconds)."""
+        account, lst = self._list(list_id)
+        out = [
+            {
+                "id": profile_id(number),
+                "email": account.email_of.get(number),
+                "joined_group_at": iso_micros(joined),
+                "joined_at": joined / 1_000_000,
+            }
+            for number, joined in lst.members.items()
+        ]
+        out.sort(key=lambda m: (m["email"] or "", m["id"]))
+        return out
 
     def profile(self, email: str) -> dict[str, Any] | None:
         """A profile found by e-mail in any account: id, attributes, consent, lists."""

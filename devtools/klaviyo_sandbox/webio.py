@@ -16,22 +16,27 @@ from aiohttp import web
 
 from .config import MAX_BODY_BYTES
 from .jsonapi import JSONAPI, ApiError, bad_request, not_found
-from .profiles import Account, ListState
+from .membership import ListState
+from .profiles import Account
 from .runtime import Runtime
 
 __all__ = [
     "ACCOUNT",
     "RAW_BODY",
     "RUNTIME",
+    "cursor_text",
     "decode_cursor",
     "encode_cursor",
+    "invalid_cursor",
     "links",
+    "links_to",
     "list_of",
     "origin",
     "page_size",
     "read_body",
     "read_json",
     "sparse",
+    "sparse_fields",
     "too_large",
 ]
 
@@ -97,40 +102,74 @@ def page_size(request: web.Request) -> int:
     return size
 
 
-def encode_cursor(position: int) -> str:
-    """An opaque ``page[cursor]`` for ``position`` (an offset or the last profile seen)."""
+def encode_cursor(position: int | str) -> str:
+    """An opaque ``page[cursor]`` for ``position`` (an offset, or a key of the last item)."""
     return base64.urlsafe_b64encode(f"sbx:{position}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(request: web.Request) -> int:
-    """The position in ``page[cursor]``, 0 when absent; 400 for one we did not make."""
+def cursor_text(request: web.Request) -> str | None:
+    """What ``encode_cursor`` put in ``page[cursor]``, None when absent; 400 for a foreign one."""
     raw = request.query.get("page[cursor]")
     if raw is None:
-        return 0
+        return None
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        if text.startswith("sbx:") and text[4:].isdigit():
-            return int(text[4:])
+        if text.startswith("sbx:"):
+            return text[4:]
     except (binascii.Error, UnicodeDecodeError):
         pass
-    raise ApiError(400, "invalid", "Invalid page[cursor].", parameter="page[cursor]")
+    raise invalid_cursor()
+
+
+def invalid_cursor() -> ApiError:
+    return ApiError(400, "invalid", "Invalid page[cursor].", parameter="page[cursor]")
+
+
+def decode_cursor(request: web.Request) -> int:
+    """The offset in ``page[cursor]``, 0 when absent; 400 for one we did not make."""
+    text = cursor_text(request)
+    if text is None:
+        return 0
+    if not text.isdigit():
+        raise invalid_cursor()
+    return int(text)
 
 
 def links(request: web.Request, next_position: int | None) -> dict[str, str | None]:
     """Collection links; ``next`` is absolute and keeps the request's other parameters."""
+    return links_to(request, None if next_position is None else encode_cursor(next_position))
+
+
+def links_to(request: web.Request, next_cursor: str | None) -> dict[str, str | None]:
+    """Collection links with a ready-made ``next`` cursor (or none)."""
     next_url = None
-    if next_position is not None:
-        next_url = str(request.url.update_query({"page[cursor]": encode_cursor(next_position)}))
+    if next_cursor is not None:
+        next_url = str(request.url.update_query({"page[cursor]": next_cursor}))
     return {"self": str(request.url), "next": next_url, "prev": None}
 
 
-def sparse(attributes: dict[str, Any], request: web.Request, kind: str) -> dict[str, Any]:
-    """Apply a ``fields[kind]=a,b`` sparse fieldset to a resource's attributes."""
+def sparse_fields(request: web.Request, kind: str) -> frozenset[str] | None:
+    """The names in ``fields[kind]=a,b``, or None when the request has no such fieldset."""
     wanted = request.query.get(f"fields[{kind}]")
-    if not wanted:
+    return frozenset(n.strip() for n in wanted.split(",")) if wanted else None
+
+
+def sparse(attributes: dict[str, Any], request: web.Request, kind: str) -> dict[str, Any]:
+    """Apply a ``fields[kind]=a,b`` sparse fieldset (``location.city`` too) to attributes."""
+    names = sparse_fields(request, kind)
+    if names is None:
         return attributes
-    names = set(wanted.split(","))
-    return {k: v for k, v in attributes.items() if k in names}
+    out = {}
+    for key, value in attributes.items():
+        if key in names:
+            out[key] = value
+            continue
+        nested = {n.partition(".")[2] for n in names if n.startswith(f"{key}.")}
+        if nested and isinstance(value, dict):
+            out[key] = {k: v for k, v in value.items() if k in nested}
+        elif nested:
+            out[key] = value
+    return out
 
 
 def list_of(request: web.Request, account: Account) -> ListState:
