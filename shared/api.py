@@ -25,7 +25,7 @@ from shared.failures import describe_failure
 from shared.names import check_export_name, check_run_id
 from shared.runs import BlobRunStore
 from shared.service import Services, get_services, start_run
-from shared.state import ConcurrentUpdateError
+from shared.state import ConcurrentUpdateError, StoredDefinitionError
 
 __all__ = [
     "delete_export",
@@ -74,6 +74,9 @@ def handled(handler: Callable[..., func.HttpResponse]) -> Callable[..., func.Htt
             return _error(ApiError(404, "not_found", str(exc)))
         except InvalidNameError as exc:
             return _error(ApiError(400, f"invalid_{exc.field}", str(exc), field=exc.field))
+        except StoredDefinitionError as exc:
+            code = "invalid_stored_definition"
+            return _error(ApiError(409, code, str(exc), field=exc.field))
         except DefinitionError as exc:
             return _error(ApiError(400, "invalid_definition", str(exc), field=exc.field))
         except ConcurrentUpdateError as exc:

@@ -102,14 +102,15 @@ class _Endpoints:
             setting = "AzureWebJobsStorage" if state else "SEGMENTS_STORAGE"
         return setting, container, blob
 
-    def by_host(self, host: str, port: str | None) -> list[_Endpoint]:
-        wanted = f"{host}:{port}" if port else host
-        return [
-            e
-            for e in self.endpoints
-            if (parts := urlsplit(e.url)).netloc in (wanted, host)
-            or (parts.hostname == host and (port is None or str(parts.port) == port))
-        ]
+    def by_host(self, host: str, port: int) -> list[_Endpoint]:
+        """The endpoints at ``host:port`` (the SDK names both when it cannot connect)."""
+        found = []
+        for endpoint in self.endpoints:
+            parts = urlsplit(endpoint.url)
+            default = 443 if parts.scheme == "https" else 80
+            if parts.hostname == host and (parts.port or default) == port:
+                found.append(endpoint)
+        return found
 
 
 def _service_url(connection: StorageConnection) -> str | None:
@@ -126,11 +127,10 @@ def _service_url(connection: StorageConnection) -> str | None:
 def _account_root(url: str) -> str:
     parts = urlsplit(url)
     root = f"{parts.scheme}://{parts.netloc}"
-    if parts.hostname and parts.hostname.count(".") < 2:
-        # Path-style (Azurite, IP addresses): the account is the first path segment.
-        first = parts.path.lstrip("/").split("/", 1)[0]
-        return f"{root}/{first}"
-    return root
+    if ".blob." in (parts.hostname or ""):
+        return root  # <account>.blob.core.windows.net: the account is in the host name
+    # Path-style (Azurite, an IP address): the account is the first path segment.
+    return f"{root}/{parts.path.lstrip('/').split('/', 1)[0]}"
 
 
 def _storage_answer(exc: HttpResponseError, endpoints: _Endpoints) -> str:
@@ -174,7 +174,7 @@ def _unreachable(exc: AzureError, endpoints: _Endpoints) -> str:
     if found is None:
         return f"cannot reach storage ({reason}); check {_BOTH}"
     host, port = found.groups()
-    named = sorted({e.setting for e in endpoints.by_host(host, port)})
+    named = sorted({e.setting for e in endpoints.by_host(host, int(port))})
     setting = " and ".join(named) if named else _BOTH
     return f"cannot reach storage at {host}:{port} ({reason}); check {setting}"
 

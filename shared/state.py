@@ -28,13 +28,24 @@ from shared.names import check_export_name
 from shared.settings import Settings, StorageConnection
 from shared.storage import blob_service, read_capped
 
-__all__ = ["BrokenDefinition", "ConcurrentUpdateError", "DefinitionStore", "open_state"]
+__all__ = [
+    "BrokenDefinition",
+    "ConcurrentUpdateError",
+    "DefinitionStore",
+    "StoredDefinitionError",
+    "open_state",
+]
 
 _JSON = ContentSettings(content_type="application/json")
 
 
 class ConcurrentUpdateError(ExportError):
     """The blob changed since it was read (ETag mismatch)."""
+
+
+class StoredDefinitionError(DefinitionError):
+    """A stored definition blob cannot be used: the store's state, not the caller's input
+    (the API answers 409; a PUT of a valid definition replaces it)."""
 
 
 @lru_cache(maxsize=8)
@@ -89,13 +100,16 @@ class DefinitionStore:
                 raise  # not "no such export": the state container itself is missing
             raise NotFoundError(f"export {name!r} not found") from None
         if read.too_large:
-            raise DefinitionError(
+            raise StoredDefinitionError(
                 "",
                 f"the definition is {read.size:,} bytes; at most "
                 f"{MAX_DEFINITION_BYTES // 1024} KB is read",
                 source=blob.blob_name,
             )
-        return parse_definition(read.data, source=blob.blob_name), read.etag
+        try:
+            return parse_definition(read.data, source=blob.blob_name), read.etag
+        except DefinitionError as exc:
+            raise StoredDefinitionError(exc.field, exc.detail, source=exc.source) from None
 
     def put(self, definition: ExportDefinition, *, etag: str | None = None) -> str:
         """Create or replace; with ``etag``, only if unchanged since it was read."""

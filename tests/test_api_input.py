@@ -189,3 +189,13 @@ def test_a_missing_state_container_is_one_line_naming_it(services, blob_service)
     message = body["error"]["message"]
     assert services.settings.state_container in message and "AzureWebJobsStorage" in message
     assert "\n" not in message and "RequestId" not in message
+
+
+def test_a_broken_stored_definition_is_409_not_the_callers_fault(services):
+    services.state.upload_blob("definitions/corrupt.json", b'{"name": "corrupt", "enab')
+    for handler, method in ((api.get_export, "GET"), (api.start_export_run, "POST")):
+        response, body = call(handler, services, method, route={"name": "corrupt"})
+        assert response.status_code == 409, handler.__name__
+        assert body["error"]["code"] == "invalid_stored_definition"
+        assert "definitions/corrupt.json" in body["error"]["message"]
+    assert queued(services) == []
