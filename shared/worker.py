@@ -126,7 +126,9 @@ async def execute_run(services: Services, body: bytes | str, *, attempt: int = 1
         return await _wait_in_queue(services, message, body, record, exc)
     except _FATAL as exc:
         logger.error("run %s of %s failed: %s", run_id, export, exc)
-        await _finish(services, message, status="failed", error=str(exc))
+        # A run that ended on a changed snapshot has a report of what it did send.
+        report = getattr(exc, "report", None)
+        await _finish(services, message, status="failed", error=str(exc), report=report)
         return "failed"
     except Exception as exc:
         logger.warning("run %s of %s attempt %d: %s; will resume", run_id, export, attempt, exc)

@@ -270,6 +270,8 @@ def test_a_changed_run_fails_in_the_worker_and_leaves_the_export_due(
     assert f"1 added ({SEGMENT}_2.csv)" in status["last_run"]["error"]
     assert "last_success" not in status
     assert klaviyo_sandbox.state.list_emails(LIST_ID) == ["a@example.com"]  # what it listed
+    record = services.runs.get("vip", status["last_run"]["run_id"])
+    assert record["summary"]["rows"]["sent"] == 1  # the record says what was sent
 
     assert tick_and_work(services) == ["vip"]  # still due: the next run reads the whole folder
     assert klaviyo_sandbox.state.list_emails(LIST_ID) == ["a@example.com", "b@example.com"]
