@@ -11,19 +11,21 @@ GET    /api/exports/{name}/runs/{run_id}     the run's state and report
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
 import orjson
+from azure.core.exceptions import AzureError
 
 from shared import auth
-from shared.definitions import parse_definition
-from shared.errors import DefinitionError, ExportError, NotFoundError
+from shared.definitions import MAX_DEFINITION_BYTES, decode_document, parse_definition
+from shared.errors import DefinitionError, ExportError, InvalidNameError, NotFoundError
+from shared.failures import describe_failure
+from shared.names import check_export_name, check_run_id
 from shared.runs import BlobRunStore
 from shared.service import Services, get_services, start_run
-from shared.state import ConcurrentUpdateError
+from shared.state import ConcurrentUpdateError, StoredDefinitionError
 
 __all__ = [
     "delete_export",
@@ -36,9 +38,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
-_MAX_BODY = 256 * 1024
+_JSON_TYPES = ("application/json",)  # and application/<anything>+json
 
 
 class ApiError(Exception):
@@ -64,13 +64,19 @@ def handled(handler: Callable[..., func.HttpResponse]) -> Callable[..., func.Htt
 
     def wrapper(req: func.HttpRequest, services: Services | None = None) -> func.HttpResponse:
         try:
-            return handler(req, services or get_services())
+            services = services or get_services()
+            return handler(req, services)
         except ApiError as exc:
             return _error(exc)
         except auth.AuthError as exc:
             return _error(ApiError(exc.status, exc.code, str(exc), **exc.extra))
         except NotFoundError as exc:
             return _error(ApiError(404, "not_found", str(exc)))
+        except InvalidNameError as exc:
+            return _error(ApiError(400, f"invalid_{exc.field}", str(exc), field=exc.field))
+        except StoredDefinitionError as exc:
+            code = "invalid_stored_definition"
+            return _error(ApiError(409, code, str(exc), field=exc.field))
         except DefinitionError as exc:
             return _error(ApiError(400, "invalid_definition", str(exc), field=exc.field))
         except ConcurrentUpdateError as exc:
@@ -78,6 +84,12 @@ def handled(handler: Callable[..., func.HttpResponse]) -> Callable[..., func.Htt
         except ExportError as exc:
             logger.exception("request failed")
             return _error(ApiError(500, "export_error", str(exc)))
+        except AzureError as exc:
+            # Storage trouble (unreachable, a missing container, a denied role): one line
+            # naming the setting or container, never the SDK's text with its request dump.
+            message = describe_failure(exc, services.settings if services else None)
+            logger.error("request failed: %s", message)
+            return _error(ApiError(503, "storage_error", message))
 
     wrapper.__name__ = handler.__name__
     wrapper.__doc__ = handler.__doc__
@@ -85,25 +97,11 @@ def handled(handler: Callable[..., func.HttpResponse]) -> Callable[..., func.Htt
 
 
 def _name(req: func.HttpRequest) -> str:
-    name = req.route_params.get("name", "")
-    if not NAME.match(name):
-        raise ApiError(
-            400,
-            "invalid_name",
-            "export name must be 1-63 lowercase letters, digits or hyphens, "
-            "starting with a letter or digit",
-            field="name",
-        )
-    return name
+    return check_export_name(req.route_params.get("name", ""))
 
 
 def _run_id(req: func.HttpRequest) -> str:
-    run_id = req.route_params.get("run_id", "")
-    if not RUN_ID.match(run_id):
-        raise ApiError(
-            400, "invalid_run_id", "run id must look like 20260101T000000Z-a1b2c3", field="run_id"
-        )
-    return run_id
+    return check_run_id(req.route_params.get("run_id", ""))
 
 
 def _flag(req: func.HttpRequest, name: str) -> bool:
@@ -117,17 +115,34 @@ def _flag(req: func.HttpRequest, name: str) -> bool:
     )
 
 
-def _status_url(req: func.HttpRequest, name: str, run_id: str) -> str:
-    base = req.url.split("/api/", 1)[0]
-    return f"{base}/api/exports/{name}/runs/{run_id}"
+def _status_url(name: str, run_id: str) -> str:
+    # Relative (RFC 9110 allows it in Location): a URL built from the request's Host
+    # header would point wherever the caller says. "api" is host.json's routePrefix.
+    return f"/api/exports/{name}/runs/{run_id}"
+
+
+def _require_json(req: func.HttpRequest) -> None:
+    value = req.headers.get("content-type") or ""
+    media = value.split(";", 1)[0].strip().lower()
+    structured = media.startswith("application/") and media.endswith("+json")
+    if media not in _JSON_TYPES and not structured:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "the definition must be sent as JSON (content-type: application/json)",
+            field="content-type",
+        )
 
 
 @handled
 def list_exports(req: func.HttpRequest, services: Services) -> func.HttpResponse:
-    """Every export with its list, state and last run (for contributors: theirs only)."""
+    """Every export with its list, state and last run (for contributors: theirs only);
+    for administrators, definitions that cannot be used are listed beside them
+    (``invalid``), each with the error that names the field."""
     principal = auth.require(req, services.settings)
+    good, broken = services.definitions.scan()
     items = []
-    for definition in services.definitions.list():
+    for definition in good:
         if not principal.may_use(definition):
             continue
         status = services.runs.status(definition.name)
@@ -140,9 +155,12 @@ def list_exports(req: func.HttpRequest, services: Services) -> func.HttpResponse
                 "active_run_id": status.get("active_run_id"),
                 "last_run": status.get("last_run"),
                 "last_success": status.get("last_success"),
+                "schedule_error": status.get("schedule_error"),
             }
         )
-    return _json(200, {"exports": items})
+    # A broken definition's connection (and so who may see it) is unknown: admins only.
+    invalid = [b.as_dict() for b in broken] if principal.is_admin else []
+    return _json(200, {"exports": items, "invalid": invalid})
 
 
 @handled
@@ -158,13 +176,14 @@ def put_export(req: func.HttpRequest, services: Services) -> func.HttpResponse:
     """Validate and save a definition. Saving never runs it."""
     auth.require(req, services.settings, admin=True)
     name = _name(req)
+    _require_json(req)
     body = req.get_body()
-    if len(body) > _MAX_BODY:
-        raise ApiError(413, "too_large", f"definition is over {_MAX_BODY // 1024} KB")
+    if len(body) > MAX_DEFINITION_BYTES:
+        raise ApiError(413, "too_large", f"definition is over {MAX_DEFINITION_BYTES // 1024} KB")
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        doc = decode_document(body, source="request body")  # the CLI's rule: BOM allowed
+    except DefinitionError as exc:
+        raise ApiError(400, "invalid_json", str(exc)) from None
     if not isinstance(doc, dict):
         raise ApiError(400, "invalid_definition", "body must be a JSON object", field="")
     doc.setdefault("name", name)
@@ -194,11 +213,21 @@ def start_export_run(req: func.HttpRequest, services: Services) -> func.HttpResp
     principal = auth.require(req, services.settings)
     name = _name(req)
     dry_run = _flag(req, "dry_run")
-    auth.require_export(principal, services.definitions.get(name)[0])
+    definition = services.definitions.get(name)[0]  # 404 for an unknown export
+    auth.require_export(principal, definition)
+    if not definition.connection.privacy_consent:
+        # The run would refuse it anyway; say so now rather than 202 and a failed run.
+        raise ApiError(
+            422,
+            "privacy_consent_required",
+            f"export {name!r}: connection {definition.connection.name!r} has no privacy "
+            "consent; set connection.privacy_consent to true (PUT the definition) first",
+            field="connection.privacy_consent",
+        )
     run_id, queued = start_run(
         services, name, dry_run=dry_run, trigger="http", started_by=principal.as_record()
     )
-    url = _status_url(req, name, run_id)
+    url = _status_url(name, run_id)
     if not queued:
         raise ApiError(
             409,

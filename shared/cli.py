@@ -1,4 +1,9 @@
-"""Command line: ``python -m shared run|validate ...`` with the settings the functions read."""
+"""Command line: ``python -m shared run|validate ...`` with the settings the functions read.
+
+Exit codes (the README's promise): 0 done, 1 the run's counts do not add up, 2 an error the
+message names (a setting, container, blob, file, line or field), 130 interrupted. Every
+error reaches the user through ``shared.failures.describe_failure``, as one line.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,35 @@ import json
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared.definitions import ExportDefinition, parse_definition
-from shared.errors import ExportError
+from shared.definitions import MAX_DEFINITION_BYTES, ExportDefinition, parse_definition
+from shared.errors import DefinitionError, ExportError, InvalidNameError, SnapshotChangedError
+from shared.failures import describe_failure
+from shared.names import EXPORT_NAME_RULE, check_run_id, is_export_name
 from shared.settings import Settings
 
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_NOT_ACCOUNTED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -37,7 +61,17 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the run report as JSON")
     run.add_argument("--no-progress", action="store_true", help="no progress line")
     run.add_argument("--run-id", help="resume this run id (uses its checkpoint)")
-    run.add_argument("--max-in-flight", type=int, default=10, help="import jobs in flight")
+    run.add_argument(
+        "--max-in-flight", type=_positive(int), default=10, help="import jobs in flight"
+    )
+    run.add_argument(
+        "--job-deadline",
+        type=_positive(float),
+        default=3600.0,
+        metavar="SECONDS",
+        help="stop the run when a Klaviyo import job is not done this long after it was "
+        "submitted (default 3600); resume it later with --run-id",
+    )
 
     validate = commands.add_parser(
         "validate", help="check definitions, and that each snapshot can be found and mapped"
@@ -50,22 +84,53 @@ def _is_file(ref: str) -> bool:
     return ref.endswith(".json") or Path(ref).is_file()
 
 
-def load_definitions(refs: list[str], settings: Settings) -> list[ExportDefinition]:
-    """Definitions from files, or by name from the app's state container."""
+def _check_ref(ref: str) -> None:
+    """A definition reference is a file or an export name: refuse anything else before a
+    storage call could turn it into a blob path ("../../x")."""
+    if not _is_file(ref) and not is_export_name(ref):
+        raise InvalidNameError(
+            "export", f"{ref!r} is neither a .json file nor an export name ({EXPORT_NAME_RULE})"
+        )
+
+
+def _read_file(ref: str) -> ExportDefinition:
+    path = Path(ref)
+    if path.is_file() and path.stat().st_size > MAX_DEFINITION_BYTES:
+        raise DefinitionError("", f"over {MAX_DEFINITION_BYTES // 1024} KB", source=ref)
+    return parse_definition(path.read_bytes(), source=ref)
+
+
+def load_definition(ref: str, settings: Settings) -> ExportDefinition:
+    """One definition: from a file, or by name from the app's state container."""
+    _check_ref(ref)
+    if _is_file(ref):
+        return _read_file(ref)
     from shared.state import DefinitionStore, open_state
 
-    found: list[ExportDefinition] = []
-    store: DefinitionStore | None = None
-    for ref in refs:
-        if _is_file(ref):
-            found.append(parse_definition(Path(ref).read_bytes(), source=ref))
-            continue
-        store = store or DefinitionStore(open_state(settings))
-        found.append(store.get(ref)[0])
-    if not refs:
-        store = DefinitionStore(open_state(settings))
-        found = store.list()
-    return found
+    return DefinitionStore(open_state(settings)).get(ref)[0]
+
+
+def load_definitions(
+    refs: list[str], settings: Settings
+) -> list[tuple[str, ExportDefinition | BaseException]]:
+    """(reference, definition or the error that makes it unusable) for each reference, or
+    for every stored definition when ``refs`` is empty: a broken one is listed, not fatal."""
+    if refs:
+        for ref in refs:
+            _check_ref(ref)  # all of them, before any storage call
+        found: list[tuple[str, ExportDefinition | BaseException]] = []
+        for ref in refs:
+            try:
+                found.append((ref, load_definition(ref, settings)))
+            except (ExportError, OSError) as exc:
+                found.append((ref, exc))
+        return found
+    from shared.state import DefinitionStore, open_state
+
+    good, broken = DefinitionStore(open_state(settings)).scan()
+    listed: list[tuple[str, ExportDefinition | BaseException]] = [(d.name, d) for d in good]
+    listed += [(b.name, b.error) for b in broken]
+    return sorted(listed, key=lambda item: item[0])
 
 
 class ProgressLine:
@@ -122,18 +187,18 @@ def _print_summary(report: dict[str, Any], out: TextIO) -> None:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from shared.export import RunOptions
     from shared.runner import run_definition
 
-    (definition,) = load_definitions([args.export], settings)
+    definition = load_definition(args.export, settings)
+    args.export_name = definition.name  # for the resume hint, should the run stop
     progress = None if args.no_progress or args.json else ProgressLine()
+    options = RunOptions(
+        dry_run=args.dry_run, max_in_flight=args.max_in_flight, job_deadline=args.job_deadline
+    )
     try:
         return await run_definition(
-            definition,
-            settings,
-            run_id=args.run_id,
-            dry_run=args.dry_run,
-            max_in_flight=args.max_in_flight,
-            on_progress=progress,
+            definition, settings, run_id=args.run_id, options=options, on_progress=progress
         )
     finally:
         if progress:
@@ -144,15 +209,41 @@ def _validate(args: argparse.Namespace, settings: Settings) -> int:
     from shared.runner import check_definition
 
     failures = 0
-    for definition in load_definitions(args.exports, settings):
+    for ref, loaded in load_definitions(args.exports, settings):
         try:
-            summary = check_definition(definition, settings)
-        except ExportError as exc:
+            if isinstance(loaded, BaseException):
+                raise loaded
+            summary = check_definition(loaded, settings)
+        except Exception as exc:
             failures += 1
-            print(f"FAIL {definition.name}: {exc}")
+            name = loaded.name if isinstance(loaded, ExportDefinition) else ref
+            print(f"FAIL {name}: {describe_failure(exc, settings)}")
             continue
-        print(f"ok   {definition.name}: {summary}")
-    return 1 if failures else 0
+        print(f"ok   {loaded.name}: {summary}")
+    return EXIT_ERROR if failures else EXIT_OK
+
+
+def _resume_hint(args: argparse.Namespace, settings: Settings | None) -> str:
+    """How to resume a run that stopped after Klaviyo accepted jobs (it has a checkpoint):
+    the same run id, so that those jobs are not sent again."""
+    name = getattr(args, "export_name", None)
+    if args.command != "run" or args.dry_run or name is None or settings is None:
+        return ""
+    from shared.runs import BlobRunStore
+    from shared.state import open_state
+
+    try:
+        checkpoint = BlobRunStore(open_state(settings), name, args.run_id).load_checkpoint()
+    except Exception:  # the hint is a courtesy; the error above is what matters
+        return ""
+    return f" (resume it with --run-id {args.run_id})" if checkpoint else ""
+
+
+def _print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_summary(report, sys.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,16 +252,32 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    settings: Settings | None = None
     try:
         settings = Settings.from_env()
         if args.command == "validate":
             return _validate(args, settings)
+        _check_ref(args.export)
+        if args.run_id is not None:
+            check_run_id(args.run_id, field="--run-id")
+        else:
+            from shared.export import new_run_id
+
+            args.run_id = new_run_id()  # known here, so an interrupted run can be named
         report = asyncio.run(_run(args, settings))
-    except ExportError as exc:
+    except SnapshotChangedError as exc:
+        if exc.report is not None:
+            _print_report(exc.report, args)
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        _print_summary(report, sys.stdout)
-    return 0 if report["accounted"] else 1
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"interrupted{_resume_hint(args, settings)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.verbose:
+            traceback.print_exc()
+        message = describe_failure(exc, settings)
+        print(f"error: {message}{_resume_hint(args, settings)}", file=sys.stderr)
+        return EXIT_ERROR
+    _print_report(report, args)
+    return EXIT_OK if report["accounted"] else EXIT_NOT_ACCOUNTED

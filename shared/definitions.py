@@ -24,6 +24,7 @@ from shared.errors import DefinitionError
 
 __all__ = [
     "LOCATION_FIELDS",
+    "MAX_DEFINITION_BYTES",
     "PROFILE_FIELDS",
     "PROPERTY_TYPES",
     "SCHEMA_PATH",
@@ -35,10 +36,13 @@ __all__ = [
     "PropertySpec",
     "SourceSpec",
     "SyncSpec",
+    "decode_document",
     "parse_definition",
 ]
 
 SCHEMA_PATH: Final = Path(__file__).with_name("definition.schema.json")
+#: The largest definition the API accepts and the store reads (real ones are a few KB).
+MAX_DEFINITION_BYTES: Final = 256 * 1024
 
 #: Top-level Klaviyo profile attributes a column can map to, besides ``email``.
 PROFILE_FIELDS: Final = (
@@ -65,6 +69,11 @@ LOCATION_FIELDS: Final = (
 PROPERTY_TYPES: Final = ("string", "number", "boolean", "date")
 
 _DEFAULT_ACCESS: Final = "administrators"
+# Schema keyword of fields whose value an error must never quote (connection.api_key_secret:
+# people paste the key itself there, not the name of its Key Vault secret).
+_SENSITIVE: Final = "x-sensitive"
+# A Klaviyo private key ("pk_" + hex), wherever it is pasted: never quoted either.
+_LOOKS_LIKE_KEY: Final = re.compile(r"pk_[A-Za-z0-9]{16,}")
 _DEFAULT_SECRET: Final = "klaviyo-api-key"  # noqa: S105 - a secret name, not a secret
 
 
@@ -229,7 +238,7 @@ def parse_definition(
     ``source`` (a file or blob name) only prefixes error messages.
     Raises :class:`DefinitionError` naming the first offending field.
     """
-    document = _decode(data, source) if isinstance(data, bytes | str) else dict(data)
+    document = decode_document(data, source=source) if isinstance(data, bytes | str) else dict(data)
     errors = sorted(_validator().iter_errors(document), key=lambda e: _document_order(e, document))
     if errors:
         field, message = _describe(errors[0])
@@ -262,7 +271,10 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _decode(data: bytes | str, source: str | None) -> Any:
+def decode_document(data: bytes | str, *, source: str | None = None) -> Any:
+    """JSON text of a definition as data, by the one rule the CLI, the API and the store
+    share: UTF-8, one optional BOM at the start (editors on Windows write one), no key twice
+    in an object. DefinitionError (field "") names the line and column otherwise."""
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8-sig")
@@ -295,7 +307,8 @@ def _pattern(
     validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
 ) -> Iterator[ValidationError]:
     if validator.is_type(instance, "string") and not _ecma_pattern(pattern).search(instance):
-        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+        # The value is left out: _describe quotes it only if the field may be shown.
+        yield ValidationError(f"does not match {pattern!r}")
 
 
 @cache
@@ -347,16 +360,23 @@ def _unexpected_keys(error: ValidationError) -> list[str]:
 
 
 def _describe(error: ValidationError) -> tuple[str, str]:
-    """(dotted field path, message in plain words) for one schema error."""
+    """(dotted field path, message in plain words) for one schema error.
+
+    Messages quote the offending value through :func:`_shown` only (never jsonschema's own
+    text, which quotes it raw), so a field marked ``"x-sensitive": true`` in the schema, or
+    a value that looks like a Klaviyo private key, is never echoed back.
+    """
     field = ".".join(str(step) for step in _field_path(error))
     kind = error.validator
-    rule = error.schema.get("description", "") if isinstance(error.schema, dict) else ""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    rule = schema.get("description", "")
+    shown = _shown(error.instance, sensitive=bool(schema.get(_SENSITIVE)))
     if kind == "required":
         return field, "is required"
     if kind == "additionalProperties":
         key = _unexpected_keys(error)[0]
-        allowed = list(error.schema.get("properties", {}))
-        message = f"unknown field {key!r}"
+        allowed = list(schema.get("properties", {}))
+        message = f"unknown field {_shown(key)}"
         close = difflib.get_close_matches(key, allowed, n=1)
         hint = f"did you mean {close[0]!r}?" if close else "allowed: " + ", ".join(allowed)
         return field, f"{message}; {hint}"
@@ -364,17 +384,18 @@ def _describe(error: ValidationError) -> tuple[str, str]:
         wanted = error.validator_value
         types = wanted if isinstance(wanted, list) else [wanted]
         expected = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
-        return field, f"must be {expected}, not {_shown(error.instance)}"
+        return field, f"must be {expected}, not {shown}"
     if kind == "enum":
         choices = ", ".join(str(c) for c in error.validator_value)
-        return field, f"must be one of: {choices} (not {_shown(error.instance)})"
+        return field, f"must be one of: {choices} (not {shown})"
     if kind == "minLength" and error.instance == "":
         return field, "must not be empty"
     if rule:
-        return field, f"{_shown(error.instance)} is not allowed: {rule}"
-    return field, error.message
+        return field, f"{shown} is not allowed: {rule}"
+    return field, f"{shown} breaks the schema's {kind!r} rule ({error.validator_value!r})"
 
 
+_JSON_NAMES: Final = {dict: "an object", list: "a list", int: "a number", float: "a number"}
 _TYPE_WORDS: Final = {
     "string": "text (a JSON string)",
     "boolean": "true or false",
@@ -384,8 +405,16 @@ _TYPE_WORDS: Final = {
 }
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, *, sensitive: bool = False) -> str:
+    """A value as error messages quote it: short, and never a secret."""
     text = json.dumps(value, ensure_ascii=False, default=repr)
+    if sensitive or _LOOKS_LIKE_KEY.search(text):
+        size = (
+            f"{len(value)} characters"
+            if isinstance(value, str)
+            else _JSON_NAMES.get(type(value), "a value")
+        )
+        return f"the value ({size}, not shown: it may be a secret)"
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -3,9 +3,11 @@
     ExportError                      base of everything raised on purpose
     ├── SettingsError                a required app setting is missing or malformed
     ├── DefinitionError              an export definition is invalid (names the field)
+    ├── InvalidNameError             an export name or run id is malformed (names the field)
     ├── NotFoundError                no such export definition or run
     ├── InputError                   the segment cannot be read (names file, line, field)
-    │   └── SnapshotNotFoundError    no snapshot folder for the segment
+    │   ├── SnapshotNotFoundError    no snapshot folder for the segment
+    │   └── SnapshotChangedError     the snapshot changed while a run read it
     ├── ConsentError                 the connection's privacy consent is not given
     ├── SecretError                  the Klaviyo key could not be fetched (missing, denied)
     ├── KlaviyoError                 Klaviyo answered with an error
@@ -25,6 +27,7 @@ __all__ = [
     "DefinitionError",
     "ExportError",
     "InputError",
+    "InvalidNameError",
     "KlaviyoError",
     "KlaviyoFatalError",
     "KlaviyoRetriableError",
@@ -32,6 +35,7 @@ __all__ = [
     "RunConflictError",
     "SecretError",
     "SettingsError",
+    "SnapshotChangedError",
     "SnapshotNotFoundError",
     "first_cause",
 ]
@@ -58,6 +62,15 @@ class DefinitionError(ExportError):
         self.field = field
         self.detail = message
         self.source = source
+
+
+class InvalidNameError(ExportError):
+    """An export name or run id that the app would never make; ``field`` says which."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.detail = message
 
 
 class NotFoundError(ExportError):
@@ -90,6 +103,20 @@ class InputError(ExportError):
 
 class SnapshotNotFoundError(InputError):
     """No ``YYYY/MM/DD/HHMM`` snapshot folder holds data files for the segment."""
+
+
+class SnapshotChangedError(InputError):
+    """Files of the snapshot were added, rewritten or removed while a run read it.
+
+    The run finished what it had listed; ``report`` is its report (with the change), and
+    the export stays due so that the next run reads the snapshot as it is now.
+    """
+
+    def __init__(
+        self, message: str, *, file: str | None = None, report: dict | None = None
+    ) -> None:
+        super().__init__(message, file=file)
+        self.report = report
 
 
 class ConsentError(ExportError):

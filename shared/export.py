@@ -27,6 +27,7 @@ from shared.batches import Batch
 from shared.checkpoint import RunCheckpoint
 from shared.definitions import ExportDefinition
 from shared.errors import ConsentError, first_cause
+from shared.fingerprint import list_snapshot_folder, listing_of, snapshot_changes
 from shared.importjobs import ImportJobs, JobOptions
 from shared.klaviyo import KlaviyoClient
 from shared.reading import Source, batches, open_source
@@ -47,7 +48,7 @@ def new_run_id(now: datetime | None = None) -> str:
 
 def report_of(exc: BaseException) -> dict[str, Any] | None:
     """The report a failed run wrote before ``exc`` left it, if it got that far."""
-    report = getattr(exc, "run_report", None)
+    report = getattr(exc, "report", None)
     return report if isinstance(report, dict) else None
 
 
@@ -152,7 +153,7 @@ class ExportRun:
             except Exception as failure:  # never hide why the run stopped behind this
                 logger.warning("run %s: could not write its report: %s", self.run_id, failure)
             else:
-                exc.run_report = report  # type: ignore[attr-defined]
+                exc.report = report  # type: ignore[attr-defined]
             raise
         progress.cancel()
         return await asyncio.to_thread(self._finish, started_at, None)
@@ -271,7 +272,21 @@ class ExportRun:
             await queue.put(None)
         self.tally.unchanged = self.sync.rows_unchanged
         self.sync.judge()
+        if await asyncio.to_thread(self._snapshot_changed):
+            # Who "left" is judged against a snapshot that is no longer the one read
+            # (a partition still being written looks like leavers): remove nobody now.
+            self.sync.skip_removals("the snapshot changed while it was read")
+            return
         await self.sync.remove(client)
+
+    def _snapshot_changed(self) -> bool:
+        if not self.sync.has_leavers:
+            return False  # nothing to remove: the run's own end check is enough
+        snapshot = self._source.snapshot if self._source else None
+        if snapshot is None or not snapshot.etags:
+            return False
+        now = list_snapshot_folder(self._segments, snapshot.prefix)
+        return snapshot_changes(listing_of(snapshot), now, snapshot.prefix) is not None
 
     def _connect(self, api_key: str) -> KlaviyoClient:
         assert self._client_factory is not None

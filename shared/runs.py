@@ -14,6 +14,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import ContainerClient, ContentSettings
 
 from shared.errors import ExportError
+from shared.names import check_export_name, check_run_id
 
 __all__ = ["ACTIVE", "FINISHED", "BlobRunStore", "RunRecords", "run_prefix", "utc_now"]
 
@@ -22,7 +23,9 @@ _CSV = ContentSettings(content_type="text/csv; charset=utf-8")
 
 
 def run_prefix(export: str, run_id: str) -> str:
-    return f"runs/{export}/{run_id}/"
+    """Where a run's blobs live. Both parts are checked first: they come from URLs, queue
+    messages and the command line, and must never walk out of ``runs/``."""
+    return f"runs/{check_export_name(export, field='export')}/{check_run_id(run_id)}/"
 
 
 class BlobRunStore:
@@ -151,7 +154,7 @@ class RunRecords:
 
     @staticmethod
     def status_name(export: str) -> str:
-        return f"status/{export}.json"
+        return f"status/{check_export_name(export, field='export')}.json"
 
     def get(self, export: str, run_id: str) -> dict[str, Any] | None:
         return self._read(self.record_name(export, run_id))[0]
@@ -231,10 +234,12 @@ class RunRecords:
                 "error": error,
                 "dry_run": record.get("dry_run", False),
             }
-            if status == "succeeded" and report and not report.get("dry_run"):
+            if _is_success(status, report):
+                # The fingerprint of what the run read is what the schedule compares with.
                 doc["last_success"] = {
                     "run_id": run_id,
                     "snapshot": report["snapshot"]["path"],
+                    "fingerprint": report["snapshot"].get("fingerprint"),
                     "finished_at": record["finished_at"],
                 }
             doc["updated_at"] = utc_now()
@@ -242,6 +247,35 @@ class RunRecords:
 
         self._update(self.status_name(export), change)
         return record
+
+    def note_schedule(self, export: str, *, error: str | None) -> None:
+        """Record on the export's status the error a schedule tick met (or clear it).
+
+        Written only when something changes, so a healthy export costs a tick no write.
+        """
+
+        def change(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+            doc = doc or {"export": export}
+            if error is None:
+                if not doc.get("schedule_error"):
+                    return None
+                doc["schedule_error"] = None
+            else:
+                doc["schedule_error"] = {"error": error, "at": utc_now()}
+            doc["updated_at"] = utc_now()
+            return doc
+
+        self._update(self.status_name(export), change)
+
+
+def _is_success(status: str, report: dict[str, Any] | None) -> bool:
+    """A run that may stand for its snapshot: succeeded, sent for real, read a stable one."""
+    return (
+        status == "succeeded"
+        and report is not None
+        and not report.get("dry_run")
+        and not report.get("snapshot_changed")
+    )
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,19 @@
-"""The schedule tick: queue a run for each enabled export whose segment has a snapshot
-newer than its last successful run (the seed: "runs with each scheduled refresh")."""
+"""The schedule tick: queue a run for each enabled export whose fingerprint (what a run
+would read and where it would write, see fingerprint.py) differs from the one its last
+successful run recorded (the seed: "runs with each scheduled refresh").
+
+Each export is judged on its own: whatever goes wrong with one (a corrupt definition, a
+missing or unreadable container, storage errors of any kind) is logged as one line and
+recorded on that export's status, and the tick goes on with the others.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from shared.errors import ExportError
+from shared.failures import describe_failure
+from shared.fingerprint import fingerprint, listing_of, what_changed
+from shared.names import is_export_name
 from shared.runner import segments_container
 from shared.segments import find_latest_snapshot
 from shared.service import Services, start_run
@@ -19,11 +27,22 @@ def queue_due_runs(services: Services) -> dict[str, str]:
     """One tick. Returns what happened to each export, e.g. ``{"vip": "queued <run id>"}``."""
     outcome: dict[str, str] = {}
     for name in services.definitions.names():
+        if not is_export_name(name):
+            outcome[name] = "error: the definition's blob name is not a valid export name"
+            logger.error("schedule: definitions/%s.json: not a valid export name; skipped", name)
+            continue
         try:
             outcome[name] = _tick_one(services, name)
-        except ExportError as exc:
-            outcome[name] = f"error: {exc}"
-            logger.error("schedule: export %s: %s", name, exc)
+        except Exception as exc:  # one broken export must not stop the others
+            message = describe_failure(exc, services.settings)
+            outcome[name] = f"error: {message}"
+            logger.error("schedule: export %s: %s", name, message)
+            _note(services, name, message)
+        else:
+            _note(services, name, None)
+    errors = sum(v.startswith("error") for v in outcome.values())
+    queued = sum(v.startswith("queued") for v in outcome.values())
+    logger.info("schedule: %d exports, %d queued, %d with errors", len(outcome), queued, errors)
     return outcome
 
 
@@ -38,12 +57,27 @@ def _tick_one(services: Services, name: str) -> str:
     source = definition.source
     container = segments_container(definition, services.settings)
     snapshot = find_latest_snapshot(container, source.folder, source.segment)
-    last = (services.runs.status(name).get("last_success") or {}).get("snapshot")
-    if last and last >= snapshot.prefix:
-        logger.info("schedule: export %s unchanged since %s; skipped", name, last)
+    current = fingerprint(definition, listing_of(snapshot))
+    last = (services.runs.status(name).get("last_success") or {}).get("fingerprint")
+    why = what_changed(last, current)
+    if last == current:
+        logger.info("schedule: export %s unchanged (snapshot %s); skipped", name, snapshot.prefix)
         return "unchanged"
     run_id, queued = start_run(services, name, trigger="schedule")
     if not queued:
         logger.info("schedule: export %s has run %s in progress; skipped", name, run_id)
         return f"in progress {run_id}"
-    return f"queued {run_id}"
+    logger.info("schedule: export %s queued run %s: %s", name, run_id, why)
+    return f"queued {run_id} ({why})"
+
+
+def _note(services: Services, name: str, error: str | None) -> None:
+    """Record (or clear) the tick's error on the export's status; never fail the tick."""
+    try:
+        services.runs.note_schedule(name, error=error)
+    except Exception as exc:
+        logger.warning(
+            "schedule: export %s: could not record on its status: %s",
+            name,
+            describe_failure(exc, services.settings),
+        )

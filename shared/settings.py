@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from shared.errors import SettingsError
+from shared.redact import has_credentials, redact_url
 
 __all__ = [
     "DEFAULT_KLAVIYO_BASE_URL",
@@ -92,14 +93,28 @@ class StorageConnection:
 
 
 def check_klaviyo_base_url(url: str) -> str:
-    """Klaviyo's base URL must be https; plain http is allowed for a loopback sandbox only."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    """Klaviyo's base URL must be https; plain http is allowed for a loopback sandbox only.
+
+    Credentials (``user:password@``) or a query in it are refused: the key comes from Key
+    Vault, and a URL is logged and shown. Errors show the URL redacted (see redact.py).
+    """
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        parts, host = urlsplit(""), ""
+    if has_credentials(url):
+        raise SettingsError(
+            "KLAVIYO_BASE_URL",
+            f"{redact_url(url)} must not carry credentials, a query or a fragment "
+            "(the Klaviyo key comes from Key Vault)",
+        )
     loopback = host in {"localhost", "::1"} or host.startswith("127.")
     if parts.scheme == "https" or (parts.scheme == "http" and loopback):
         return url.rstrip("/")
     raise SettingsError(
-        "KLAVIYO_BASE_URL", f"{url!r} must be an https URL (http only for a loopback sandbox)"
+        "KLAVIYO_BASE_URL",
+        f"{redact_url(url)} must be an https URL (http only for a loopback sandbox)",
     )
 
 
@@ -134,7 +149,7 @@ class Settings:
         env = os.environ if env is None else env
         vault = env.get("KEY_VAULT_URL", "").strip() or None
         if vault and not vault.startswith("https://"):
-            raise SettingsError("KEY_VAULT_URL", f"{vault!r} must be an https URL")
+            raise SettingsError("KEY_VAULT_URL", f"{redact_url(vault)} must be an https URL")
         try:
             cache = float(env.get("KEY_VAULT_CACHE_SECONDS", "") or DEFAULT_SECRET_CACHE_SECONDS)
         except ValueError:

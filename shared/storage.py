@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from azure.storage.blob import BlobServiceClient
+from azure.core.exceptions import HttpResponseError
+from azure.storage.blob import BlobClient, BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
+from shared.errors import SettingsError
 from shared.settings import StorageConnection
 
-__all__ = ["blob_service", "queue_service"]
+__all__ = ["CappedRead", "blob_service", "queue_service", "read_capped"]
 
 
 @lru_cache(maxsize=8)
@@ -24,7 +27,12 @@ def _credential(client_id: str | None) -> Any:
 def blob_service(connection: StorageConnection, **kwargs: Any) -> BlobServiceClient:
     """A BlobServiceClient for ``connection``; create once per process and reuse it."""
     if connection.connection_string:
-        return BlobServiceClient.from_connection_string(connection.connection_string, **kwargs)
+        try:
+            return BlobServiceClient.from_connection_string(connection.connection_string, **kwargs)
+        except ValueError:  # its text says "malformed", not which setting (nor the value)
+            raise SettingsError(
+                connection.setting, "is not a valid storage connection string"
+            ) from None
     return BlobServiceClient(
         connection.blob_service_uri, credential=_credential(connection.client_id), **kwargs
     )
@@ -39,3 +47,39 @@ def queue_service(connection: StorageConnection, **kwargs: Any) -> QueueServiceC
     return QueueServiceClient(
         connection.queue_service_uri, credential=_credential(connection.client_id), **kwargs
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CappedRead:
+    """A small blob read whole, unless it is over the limit (then ``data`` is empty)."""
+
+    data: bytes
+    size: int  # of the whole blob
+    etag: str
+    limit: int
+
+    @property
+    def too_large(self) -> bool:
+        return self.size > self.limit
+
+
+def read_capped(blob: BlobClient, limit: int) -> CappedRead:
+    """Read ``blob`` if it holds at most ``limit`` bytes; a larger one is not downloaded
+    (its size comes from a HEAD). ResourceNotFoundError when it does not exist."""
+    head = blob.get_blob_properties()
+    if head.size > limit or head.size == 0:
+        return CappedRead(b"", head.size, head.etag, limit)
+    try:
+        # Ranged, in case the blob grew since the HEAD: never more than limit + 1 bytes.
+        download = blob.download_blob(offset=0, length=limit + 1)
+    except HttpResponseError as exc:
+        if exc.status_code != 416:
+            raise
+        # Emptied since the HEAD: storage answers a ranged GET of an empty blob with 416.
+        return CappedRead(b"", 0, head.etag, limit)
+    properties = download.properties
+    # properties.size is what this ranged GET returns; "bytes 0-N/<total>" has the blob's.
+    total = (properties.content_range or "").rpartition("/")[2]
+    size = int(total) if total.isdigit() else properties.size
+    data = download.readall() if size <= limit else b""
+    return CappedRead(data, size, properties.etag, limit)

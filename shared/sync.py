@@ -61,6 +61,7 @@ class SyncRun:
         self.removal: RemovalResult | None = None
         self._confirmed: list[tuple[np.ndarray, int]] = []
         self.saved = False
+        self.removals_skipped: str | None = None  # why leavers were kept this run
 
     @property
     def mode(self) -> str:
@@ -157,6 +158,11 @@ class SyncRun:
                 gone=self.removal.gone,
             )
 
+    def skip_removals(self, reason: str) -> None:
+        """Remove nobody this run; the leavers stay in the state for the next one."""
+        self.removals_skipped = reason
+        logger.warning("export %s: removals skipped: %s", self.definition.name, reason)
+
     @property
     def has_leavers(self) -> bool:
         """Whether the removal stage would call Klaviyo (judges the run if not yet done)."""
@@ -206,6 +212,7 @@ class SyncRun:
                 "plan": {k: summary[k] for k in _PLAN_KEYS},
                 "guard": summary["guard"],
                 "removal": removal,
+                "removals_skipped": self.removals_skipped,
             },
         }
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +24,7 @@ from shared.errors import (
 from shared.export import report_of
 from shared.locks import ConnectionBusyError
 from shared.metrics import log_run_end
+from shared.names import is_export_name, is_run_id
 from shared.runner import run_definition
 from shared.runs import FINISHED, utc_now
 from shared.service import Services
@@ -32,9 +32,6 @@ from shared.service import Services
 __all__ = ["RunMessage", "execute_run", "fail_poisoned_run", "parse_run_message"]
 
 logger = logging.getLogger(__name__)
-
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 
 # Retrying cannot fix these: the run fails at once with the reason.
 _FATAL = (
@@ -65,9 +62,9 @@ def parse_run_message(body: bytes | str) -> RunMessage:
     if not isinstance(doc, dict):
         raise ValueError("run message must be a JSON object")
     export, run_id = doc.get("export"), doc.get("run_id")
-    if not isinstance(export, str) or not NAME.match(export):
+    if not is_export_name(export):
         raise ValueError("run message: 'export' is missing or not a valid export name")
-    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+    if not is_run_id(run_id):
         raise ValueError("run message: 'run_id' is missing or malformed")
     return RunMessage(
         export=export,
@@ -130,6 +127,7 @@ async def execute_run(services: Services, body: bytes | str, *, attempt: int = 1
         return await _wait_in_queue(services, message, body, record, exc)
     except _FATAL as exc:
         logger.error("run %s of %s failed: %s", run_id, export, exc)
+        # A failed run wrote a report of what it read and sent before it stopped.
         await _finish(services, message, status="failed", error=str(exc), report=report_of(exc))
         return "failed"
     except Exception as exc:

@@ -9,7 +9,7 @@ from azure.storage.blob import BlobServiceClient
 
 from devtools.azurite import Azurite
 
-pytest_plugins = ["tests.fixtures_sandbox", "tests.fixtures_keyvault"]
+pytest_plugins = ["tests.fixtures_sandbox", "tests.fixtures_keyvault", "tests.control_plane"]
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from azure.storage.blob import BlobServiceClient
 
 from shared.cdm import (
+    MAX_METADATA_BYTES,
     CdmEntity,
     CdmModel,
     CsvFormat,
@@ -402,3 +404,47 @@ def test_several_manifests_prefer_default_or_fail(container):
     container.upload_blob(f"{folder}/third.manifest.cdm.json", b'{"entities": []}')
     with pytest.raises(InputError, match="several manifests"):
         load_cdm(container, folder)
+
+
+# -- the size cap ---------------------------------------------------------------------------
+
+
+def _counting(blob_service, container):
+    """The same container through a client that adds up the body bytes storage sends."""
+    received: list[int] = []
+
+    def hook(response) -> None:
+        if response.http_request.method == "GET":
+            received.append(int(response.http_response.headers.get("Content-Length", 0)))
+
+    client = BlobServiceClient(
+        blob_service.url, credential=blob_service.credential, raw_response_hook=hook
+    )
+    return client.get_container_client(container.container_name), received
+
+
+def test_an_oversized_model_json_is_refused_without_downloading_it(blob_service, container):
+    padding = b" " * (MAX_METADATA_BYTES + 4 * 1024 * 1024)
+    container.upload_blob("CI/dest/model.json", b'{"entities": []' + padding + b"}")
+    counted, received = _counting(blob_service, container)
+    with pytest.raises(InputError) as caught:
+        load_cdm(counted, "CI/dest")
+    assert caught.value.file == f"{container.container_name}/CI/dest/model.json"
+    assert f"is {len(padding) + 16:,} bytes" in str(caught.value)  # the size, not the range
+    assert f"{MAX_METADATA_BYTES:,} bytes (16 MiB)" in str(caught.value)
+    assert sum(received) <= MAX_METADATA_BYTES + 1  # a ranged read, never the whole blob
+
+
+def test_an_oversized_entity_document_is_refused_with_its_name(container):
+    manifest_fixture(container, "CI/dest")
+    big = b'{"definitions": []' + b" " * (MAX_METADATA_BYTES + 1) + b"}"
+    container.upload_blob("CI/dest/Newsletter.cdm.json", big, overwrite=True)
+    with pytest.raises(InputError) as caught:
+        load_cdm(container, "CI/dest")
+    assert caught.value.file == f"{container.container_name}/CI/dest/Newsletter.cdm.json"
+
+
+def test_an_empty_model_json_is_invalid_json_not_a_storage_error(container):
+    container.upload_blob("CI/dest/model.json", b"")
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_cdm(container, "CI/dest")

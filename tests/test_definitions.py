@@ -287,3 +287,53 @@ def test_top_level_must_be_an_object():
 
 def test_parse_accepts_mapping_types_and_returns_definitions():
     assert isinstance(parse_definition(MINIMAL), ExportDefinition)
+
+
+# --- secrets are never echoed ---------------------------------------------------------------
+
+KEY = "pk_" + "0123456789abcdef" * 2 + "ab"  # the shape of a Klaviyo private key
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("connection.api_key_secret", KEY),  # the key pasted where its secret's name goes
+        ("connection.api_key_secret", "my key with spaces"),  # the field is never quoted
+        ("connection.api_key_secret", 12345),
+        ("connection.api_key_secret", "k" * 200),
+        ("connection.name", KEY),  # a key-shaped value is not quoted in any field
+        ("destination.list_id", KEY),
+        ("mapping.email", {"column": KEY}),
+    ],
+)
+def test_a_pasted_key_is_never_echoed(path, value):
+    with pytest.raises(DefinitionError) as caught:
+        parse_definition(with_change(path, value), source="vip.json")
+    assert caught.value.field == path
+    message = str(caught.value)
+    assert str(value) not in message and KEY not in message
+    assert "not shown" in message
+
+
+def test_the_api_key_secret_error_says_what_belongs_there():
+    with pytest.raises(DefinitionError) as caught:
+        parse_definition(with_change("connection.api_key_secret", KEY))
+    assert "name of the Key Vault secret" in caught.value.detail
+    assert "not the key itself" in caught.value.detail
+
+
+def test_no_message_uses_jsonschemas_own_text_which_quotes_values():
+    # maxLength has no rule of ours; jsonschema would say "'xxx...' is too long".
+    with pytest.raises(DefinitionError) as caught:
+        parse_definition(with_change("connection.display_name", KEY + "x" * 300))
+    assert KEY not in str(caught.value)
+
+
+def test_the_name_pattern_is_the_one_the_api_and_the_cli_check():
+    from shared.names import EXPORT_NAME_PATTERN
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert schema["properties"]["name"]["pattern"] == f"^{EXPORT_NAME_PATTERN}$"
+    assert schema["properties"]["connection"]["properties"]["name"]["pattern"] == (
+        f"^{EXPORT_NAME_PATTERN}$"
+    )

@@ -122,7 +122,10 @@ def test_about_ten_percent_of_calls_faulted_still_delivers_every_profile(
         drop_rate=0.03,
         slow_rate=0.02,
         slow_seconds=0.2,
-        seed=11,
+        # Faults are drawn per request in arrival order; with seed 11 the first lands on the
+        # 8th request, which a run of 7 (list, 3 jobs, 3 polls) never makes: no retry, a
+        # flaky test. Seed 5 faults the 3rd, 6th and 10th: always within the run.
+        seed=5,
         job_seconds_per_1000_profiles=0.0,
     )
     faulted = Settings.from_env({**_env(settings), "KLAVIYO_BASE_URL": sandbox.url})
