@@ -31,6 +31,7 @@ from shared.state import open_state
 from tests.golden import ROWS, definition_doc, write_golden_fixture
 
 GOLDEN = Path(__file__).with_name("golden_data_plane.json")
+GOLDEN_RUN_ID = "20260101T000000Z-901d00"  # a valid run id: run blobs are named by it
 FAST_RETRY = RetryPolicy(max_attempts=12, backoff=0.02, max_backoff=0.2, rng=random.Random(5))
 
 
@@ -96,8 +97,8 @@ def test_the_data_plane_reproduces_the_golden_payloads_and_rejected_rows(
         segments=segments_container(definition, settings),
         client_factory=klaviyo_factory(settings, retry=FAST_RETRY, transport=transport),
         api_key=api_key,
-        run_id="golden",
-        store=BlobRunStore(open_state(settings), definition.name, "golden"),
+        run_id=GOLDEN_RUN_ID,
+        store=BlobRunStore(open_state(settings), definition.name, GOLDEN_RUN_ID),
         options=RunOptions(max_in_flight=1),
     )
     report = asyncio.run(run.execute())
