@@ -4,7 +4,8 @@ GET    /api/exports                          exports with their last run
 PUT    /api/exports/{name}                   create or replace a definition (no run)
 GET    /api/exports/{name}                   the definition
 DELETE /api/exports/{name}                   remove it: no further runs
-POST   /api/exports/{name}/runs[?dry_run=]   queue a run -> 202 + Location
+POST   /api/exports/{name}/runs[?dry_run=&full=&allow_mass_removal=]
+                                             queue a run -> 202 + Location
 GET    /api/exports/{name}/runs/{run_id}     the run's state and report
 """
 
@@ -212,7 +213,7 @@ def delete_export(req: func.HttpRequest, services: Services) -> func.HttpRespons
 def start_export_run(req: func.HttpRequest, services: Services) -> func.HttpResponse:
     principal = auth.require(req, services.settings)
     name = _name(req)
-    dry_run = _flag(req, "dry_run")
+    flags = {f: _flag(req, f) for f in ("dry_run", "full", "allow_mass_removal")}
     definition = services.definitions.get(name)[0]  # 404 for an unknown export
     auth.require_export(principal, definition)
     if not definition.connection.privacy_consent:
@@ -225,7 +226,7 @@ def start_export_run(req: func.HttpRequest, services: Services) -> func.HttpResp
             field="connection.privacy_consent",
         )
     run_id, queued = start_run(
-        services, name, dry_run=dry_run, trigger="http", started_by=principal.as_record()
+        services, name, **flags, trigger="http", started_by=principal.as_record()
     )
     url = _status_url(name, run_id)
     if not queued:
@@ -240,7 +241,7 @@ def start_export_run(req: func.HttpRequest, services: Services) -> func.HttpResp
         "run_id": run_id,
         "export": name,
         "status": "queued",
-        "dry_run": dry_run,
+        **flags,
         "status_url": url,
     }
     return _json(202, body, headers={"Location": url})

@@ -27,7 +27,7 @@ __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_NOT_ACCOUNTED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_NOT_ACCOUNTED, EXIT_ERROR, EXIT_HELD, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _positive(kind: type[int] | type[float]) -> Any:
@@ -57,7 +57,22 @@ def _build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run one export now")
     run.add_argument("export", help="export name (definition in Blob Storage) or a .json file")
-    run.add_argument("--dry-run", action="store_true", help="read, validate and pack only")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read, validate and plan (joiners, changed, leavers, the guard's verdict); "
+        "call no Klaviyo endpoint that writes",
+    )
+    run.add_argument(
+        "--full",
+        action="store_true",
+        help="send every profile once, changed or not (leavers are still removed)",
+    )
+    run.add_argument(
+        "--allow-mass-removal",
+        action="store_true",
+        help="let this run remove more people than sync.max_removal_percent allows",
+    )
     run.add_argument("--json", action="store_true", help="print the run report as JSON")
     run.add_argument("--no-progress", action="store_true", help="no progress line")
     run.add_argument("--run-id", help="resume this run id (uses its checkpoint)")
@@ -163,17 +178,31 @@ class ProgressLine:
 
 def _print_summary(report: dict[str, Any], out: TextIO) -> None:
     rows, jobs = report["rows"], report["jobs"]
-    print(f"export {report['export']} run {report['run_id']}", file=out)
+    print(f"export {report['export']} run {report['run_id']}: {report['status']}", file=out)
     print(f"  snapshot   {report['snapshot']['path']}", file=out)
     print(
         f"  rows       {rows['read']:,} read = {rows['sent']:,} sent + "
-        f"{rows['rejected']:,} rejected + {rows['duplicates']:,} duplicates"
+        f"{rows['unchanged']:,} unchanged + {rows['rejected']:,} rejected + "
+        f"{rows['duplicates']:,} duplicates"
         f"{'' if report['accounted'] else '  (DOES NOT ADD UP)'}",
         file=out,
     )
     for code, count in report["rejected_by_reason"].items():
         print(f"    {code:<28} {count:,}", file=out)
     print(f"  phones dropped {rows['phones_dropped']:,}", file=out)
+    members = report.get("members")
+    if members:
+        verb = "would be " if report["dry_run"] else ""
+        print(
+            f"  members    {verb}{members['added']:,} added, {members['updated']:,} updated, "
+            f"{members['unchanged']:,} unchanged, {members['removed']:,} removed, "
+            f"{members['kept_not_owned']:,} kept (not added by this export), "
+            f"{members['held']:,} held, {members['retried']:,} retried",
+            file=out,
+        )
+    sync = report.get("sync") or {}
+    if sync.get("full"):
+        print(f"  full run   every profile sent ({sync['full_reason']})", file=out)
     verb = "planned" if report["dry_run"] else "submitted"
     print(
         f"  jobs       {jobs['planned' if report['dry_run'] else 'submitted']} {verb}, "
@@ -184,6 +213,10 @@ def _print_summary(report: dict[str, Any], out: TextIO) -> None:
     print(f"  time       {t['seconds']:.1f}s, {t['profiles_per_second']:,.0f} profiles/s", file=out)
     if report.get("rejected_rows_blob"):
         print(f"  rejected rows: {report['rejected_rows_blob']}", file=out)
+    for warning in report.get("warnings") or ():
+        print(f"  warning: {warning}", file=out)
+    if report.get("error") or report.get("message"):
+        print(f"  {report['status']}: {report.get('error') or report['message']}", file=out)
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -194,7 +227,11 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     args.export_name = definition.name  # for the resume hint, should the run stop
     progress = None if args.no_progress or args.json else ProgressLine()
     options = RunOptions(
-        dry_run=args.dry_run, max_in_flight=args.max_in_flight, job_deadline=args.job_deadline
+        dry_run=args.dry_run,
+        full=args.full,
+        allow_mass_removal=args.allow_mass_removal,
+        max_in_flight=args.max_in_flight,
+        job_deadline=args.job_deadline,
     )
     try:
         return await run_definition(
@@ -280,4 +317,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}{_resume_hint(args, settings)}", file=sys.stderr)
         return EXIT_ERROR
     _print_report(report, args)
-    return EXIT_OK if report["accounted"] else EXIT_NOT_ACCOUNTED
+    return _exit_code(report)
+
+
+def _exit_code(report: dict[str, Any]) -> int:
+    """0 done, 1 counts do not add up, 2 failed (e.g. every job cancelled), 3 held."""
+    if not report["accounted"]:
+        return EXIT_NOT_ACCOUNTED
+    if report["status"] == "held":
+        return EXIT_HELD
+    return EXIT_OK if report["status"] == "succeeded" else EXIT_ERROR

@@ -368,18 +368,19 @@ class ExportRun:
         warnings = []
         if self._source is not None and tally.rows_read == 0 and error is None:
             warnings.append(f"the newest snapshot {self._source.snapshot.prefix} has no rows")
-        status, message = "succeeded", None
+        status, failure, message = "succeeded", None, None
         if error is not None:
-            status, message = "failed", _describe(error)
+            status, failure = "failed", _describe(error)
         elif not tally.accounted(dry_run=dry):
-            status, message = "failed", "row counts do not add up; see the report"
+            status, failure = "failed", "row counts do not add up; see the report"
         elif tally.jobs_submitted and tally.jobs_cancelled == tally.jobs_submitted:
             status = "failed"
-            message = f"Klaviyo cancelled every import job of the run ({tally.jobs_cancelled})"
+            failure = f"Klaviyo cancelled every import job of the run ({tally.jobs_cancelled})"
         elif self.sync.held:
             status = "held"
-            message = self.sync.planner.verdict.message if self.sync.planner else None
-        return {"status": status, "error": message, "warnings": warnings}
+            verdict = self.sync.planner.verdict if self.sync.planner else None
+            message = verdict.message if verdict else None
+        return {"status": status, "error": failure, "message": message, "warnings": warnings}
 
 
 def _describe(error: BaseException) -> str:

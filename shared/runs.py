@@ -211,14 +211,17 @@ class RunRecords:
         error: str | None = None,
         report: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Record the outcome, and release the export's active slot."""
+        """Record the outcome, and release the export's active slot. A held run's
+        ``message`` (why its removals were held back) comes from its report."""
         summary = _summary(report) if report else None
+        message = (report or {}).get("message")
         record = self.update(
             export,
             run_id,
             status=status,
             finished_at=utc_now(),
             error=error,
+            message=message,
             summary=summary,
             report_blob=(report or {}).get("report_blob"),
         )
@@ -232,6 +235,7 @@ class RunRecords:
                 "status": status,
                 "finished_at": record["finished_at"],
                 "error": error,
+                "message": message,
                 "dry_run": record.get("dry_run", False),
             }
             if _is_success(status, report):
@@ -269,9 +273,11 @@ class RunRecords:
 
 
 def _is_success(status: str, report: dict[str, Any] | None) -> bool:
-    """A run that may stand for its snapshot: succeeded, sent for real, read a stable one."""
+    """A run that may stand for its snapshot: succeeded (or held: it sent everything and
+    only its removals wait for a person to allow them; the same snapshot would be held
+    again), sent for real, read a stable one."""
     return (
-        status == "succeeded"
+        status in ("succeeded", "held")
         and report is not None
         and not report.get("dry_run")
         and not report.get("snapshot_changed")

@@ -100,8 +100,21 @@ class Services:
         secret = definition.connection.api_key_secret
         return ConnectionLock(self.state, secret, duration=self.lock_seconds)
 
-    def options(self, *, dry_run: bool, started_by: dict[str, Any] | None = None) -> RunOptions:
-        return RunOptions(dry_run=dry_run, started_by=started_by, **self.run_options)
+    def options(
+        self,
+        *,
+        dry_run: bool,
+        full: bool = False,
+        allow_mass_removal: bool = False,
+        started_by: dict[str, Any] | None = None,
+    ) -> RunOptions:
+        return RunOptions(
+            dry_run=dry_run,
+            full=full,
+            allow_mass_removal=allow_mass_removal,
+            started_by=started_by,
+            **self.run_options,
+        )
 
     def wait_delay(self, waits: int) -> int:
         """Seconds a busy run stays invisible in the queue before it tries again: doubling,
@@ -150,13 +163,16 @@ def start_run(
     export: str,
     *,
     dry_run: bool = False,
+    full: bool = False,
+    allow_mass_removal: bool = False,
     trigger: str = "http",
     started_by: dict[str, Any] | None = None,
 ) -> tuple[str, bool]:
     """Queue a run of ``export``. Returns (run id, True), or (active run id, False) when
     one is already in progress. Saving a definition never calls this: only a schedule
     tick or an explicit request does. ``started_by``: who asked (name and object id);
-    scheduled runs record ``schedule``."""
+    scheduled runs record ``schedule``. ``full`` resends every profile once;
+    ``allow_mass_removal`` lets the run's removals past the guard."""
     services.definitions.get(export)  # NotFoundError for an unknown export
     if started_by is None and trigger == "schedule":
         started_by = dict(SCHEDULE)
@@ -166,12 +182,21 @@ def start_run(
         run_id,
         is_active=lambda other: is_run_active(services, export, other),
         dry_run=dry_run,
+        full=full,
+        allow_mass_removal=allow_mass_removal,
         trigger=trigger,
         started_by=started_by,
     )
     if claimed != run_id:
         return claimed, False
-    message = {"export": export, "run_id": run_id, "dry_run": dry_run, "trigger": trigger}
+    message = {
+        "export": export,
+        "run_id": run_id,
+        "dry_run": dry_run,
+        "full": full,
+        "allow_mass_removal": allow_mass_removal,
+        "trigger": trigger,
+    }
     try:
         services.queue.send_message(orjson.dumps(message).decode())
     except Exception as exc:

@@ -50,6 +50,8 @@ class RunMessage:
     export: str
     run_id: str
     dry_run: bool = False
+    full: bool = False
+    allow_mass_removal: bool = False
     trigger: str = "http"
 
 
@@ -69,7 +71,9 @@ def parse_run_message(body: bytes | str) -> RunMessage:
     return RunMessage(
         export=export,
         run_id=run_id,
-        dry_run=bool(doc.get("dry_run", False)),
+        dry_run=doc.get("dry_run") is True,
+        full=doc.get("full") is True,
+        allow_mass_removal=doc.get("allow_mass_removal") is True,
         trigger=str(doc.get("trigger", "http")),
     )
 
@@ -100,7 +104,9 @@ async def execute_run(services: Services, body: bytes | str, *, attempt: int = 1
         definition = (await asyncio.to_thread(services.definitions.get, export))[0]
         async with contextlib.AsyncExitStack() as leases:
             await leases.enter_async_context(services.lock(export).hold(run_id, export))
-            if not message.dry_run:  # a dry run never calls Klaviyo: no budget to share
+            # A dry run sends nothing; at most it looks leavers up, 100 a call, in the
+            # list-read budget (75/s), so it does not wait for the connection.
+            if not message.dry_run:
                 connection = services.connection_lock(definition)
                 await leases.enter_async_context(connection.hold(run_id, export))
             record = await asyncio.to_thread(
@@ -120,7 +126,10 @@ async def execute_run(services: Services, body: bytes | str, *, attempt: int = 1
                 provider=services.key_provider(),
                 client_kwargs=services.client_kwargs,
                 options=services.options(
-                    dry_run=message.dry_run, started_by=record.get("started_by")
+                    dry_run=message.dry_run,
+                    full=message.full,
+                    allow_mass_removal=message.allow_mass_removal,
+                    started_by=record.get("started_by"),
                 ),
             )
     except RunConflictError as exc:
