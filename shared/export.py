@@ -143,11 +143,9 @@ class ExportRun:
         (see :func:`report_of`).
         """
         started_at = datetime.now(UTC)
-        progress = asyncio.create_task(self._report_progress())
         try:
             await self._run()
         except BaseException as exc:
-            progress.cancel()
             try:
                 report = await asyncio.to_thread(self._finish, started_at, exc)
             except Exception as failure:  # never hide why the run stopped behind this
@@ -155,7 +153,6 @@ class ExportRun:
             else:
                 exc.report = report  # type: ignore[attr-defined]
             raise
-        progress.cancel()
         return await asyncio.to_thread(self._finish, started_at, None)
 
     def progress(self) -> dict[str, Any]:
@@ -185,12 +182,15 @@ class ExportRun:
             )
         checkpoint = await asyncio.to_thread(self._open)
         assert self._source is not None
+        # Progress from here: the snapshot is listed, and reading is what it reports.
+        progress = asyncio.create_task(self._report_progress())
         try:
             if self.options.dry_run:
                 await self._plan_only()
             else:
                 await self._export(checkpoint)
         finally:
+            progress.cancel()
             self._source.close()
 
     def _open(self) -> RunCheckpoint:

@@ -51,6 +51,7 @@ class BlobLock:
             raise ValueError("blob leases last 15 to 60 seconds")
         self.duration = duration
         self.label = blob
+        self.blob_name = blob
         self._blob = container.get_blob_client(blob)
 
     def busy_error(self, holder: dict[str, str]) -> RunConflictError:

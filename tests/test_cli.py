@@ -52,7 +52,7 @@ def test_run_prints_a_report_whose_counts_add_up(env, definition_file, capsys, k
 def test_dry_run_summary_is_human_readable(env, definition_file, capsys, klaviyo_sandbox):
     assert main(["run", str(definition_file), "--dry-run", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "3 read = 1 sent + 1 rejected + 1 duplicates" in out
+    assert "3 read = 1 sent + 0 unchanged + 1 rejected + 1 duplicates" in out
     assert "invalid_email" in out
     assert "a@example.com" not in out  # no e-mail address on the console
     assert klaviyo_sandbox.state.list_emails("Y6nRLr") == []

@@ -4,12 +4,7 @@ sent again, and every profile still reaches the list."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import random
-import subprocess
-import sys
-import time
 import uuid
 
 import orjson
@@ -23,19 +18,10 @@ from shared.retry import RetryPolicy
 from shared.service import Services, start_run
 from shared.settings import Settings
 from shared.worker import execute_run
-from tests.exports import ROOT, definition_doc
+from tests.exports import definition_doc
+from tests.killing import kill, start_worker_child, take_message, wait_for, worker_env
 
 LIST_ID = "Y6nRLr"
-
-
-def _wait_for(condition, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)  # polling a condition, bounded by the deadline
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_killed_run_resumes_without_resending_accepted_jobs(
@@ -46,13 +32,7 @@ def test_killed_run_resumes_without_resending_accepted_jobs(
     summary = write_sample_export(
         segments, folder="CI/K", segment="Vips", rows=35_000, partitions=2
     )
-    env = {
-        "AzureWebJobsStorage": storage_connection_string,
-        "SEGMENTS_STORAGE": storage_connection_string,
-        "STATE_CONTAINER": f"state-{uuid.uuid4().hex[:12]}",
-        "KLAVIYO_BASE_URL": klaviyo_sandbox.url,
-        "KLAVIYO_API_KEY": "pk_test_sandbox",
-    }
+    env = worker_env(storage_connection_string, klaviyo_sandbox.url)
     services = Services.from_settings(
         Settings.from_env(env),
         provider=LocalApiKey("pk_test_sandbox"),
@@ -63,18 +43,13 @@ def test_killed_run_resumes_without_resending_accepted_jobs(
     services.definitions.put(parse_definition(definition_doc(container, folder="CI/K")))
     run_id, queued = start_run(services, "vip-customers")
     assert queued
-    (message,) = services.queue.receive_messages(max_messages=1)
-    body = base64.b64decode(message.content).decode()  # as the host hands it to the trigger
+    body = take_message(services)
 
     # Let two jobs in, then hold the third back with 429s so the child is caught mid-run.
     klaviyo_sandbox.configure(
         rate_limit_overrides={"bulk_import_create": RateLimit(burst=1, steady=2)}
     )
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.worker_child", body],
-        cwd=ROOT,
-        env={**os.environ, **env},
-    )
+    child = start_worker_child(body, env)
     checkpoint = services.state.get_blob_client(f"runs/vip-customers/{run_id}/checkpoint.json")
 
     def accepted_jobs() -> int:
@@ -85,16 +60,15 @@ def test_killed_run_resumes_without_resending_accepted_jobs(
             return 0
 
     try:
-        _wait_for(lambda: accepted_jobs() >= 2, timeout=60, what="two accepted jobs")
+        wait_for(lambda: accepted_jobs() >= 2, timeout=60, what="two accepted jobs")
     finally:
-        child.kill()
-        child.wait()
+        kill(child)
     assert services.runs.get("vip-customers", run_id)["status"] == "running"
     assert len(klaviyo_sandbox.state.list_emails(LIST_ID)) < summary.unique_valid_emails
 
     # The crashed instance's lease expires; the redelivered message resumes the run.
     klaviyo_sandbox.configure(rate_limit_overrides={})
-    _wait_for(lambda: not services.lock("vip-customers").is_held(), timeout=40, what="lease expiry")
+    wait_for(lambda: not services.lock("vip-customers").is_held(), timeout=40, what="lease expiry")
     status = asyncio.run(execute_run(services, body, attempt=2))
 
     assert status == "succeeded"

@@ -78,7 +78,8 @@ async def _serve(
 ) -> web.StreamResponse:
     try:
         fault = runtime.faults.draw(family) if family != "other" else None
-        if fault is not None:
+        late = fault is not None and fault.kind == "slow" and runtime.config.slow_after_handling
+        if fault is not None and not late:
             dropped = await _apply_fault(request, fault)
             if dropped is not None:
                 return dropped
@@ -91,7 +92,12 @@ async def _serve(
             if wait:
                 raise _throttled(wait)
         request[ACCOUNT] = account
-        return await handler(request)
+        response = await handler(request)
+        if late:
+            # The request took effect (a job was created); only the answer is late, as
+            # when a response is lost in the network: the client never sees it.
+            await asyncio.sleep(fault.delay)
+        return response
     except ApiError as error:
         return error.to_response()
     except web.HTTPException as exc:

@@ -144,6 +144,7 @@ class SandboxConfig:
     drop_rate: float = 0.0
     slow_rate: float = 0.0
     slow_seconds: float = 1.0
+    slow_after_handling: bool = False  # a slow request takes effect first, answers late
     throttle_storm: int = 0
     throttle_storm_retry_after: int = 1
     fault_families: frozenset[str] | None = None  # None: every family
