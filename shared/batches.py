@@ -56,15 +56,28 @@ class Batch:
     """One import job's worth of profiles.
 
     The serialised profiles live in one growing buffer, comma-separated, with their start
-    offsets: a million small ``bytes`` objects would cost more memory than the data.
+    offsets: a million small ``bytes`` objects would cost more memory than the data. The
+    first :meth:`payload` turns the buffer into the request body and keeps only that: a
+    job waiting for the rate limiter or its response holds one copy, not two.
     """
 
-    __slots__ = ("_buffer", "_head", "_tail", "files", "hashes", "index", "lines", "starts")
+    __slots__ = (
+        "_body",
+        "_buffer",
+        "_head",
+        "_tail",
+        "files",
+        "hashes",
+        "index",
+        "lines",
+        "starts",
+    )
 
     def __init__(self, index: int, list_id: str) -> None:
         self.index = index
         self._head, self._tail = envelope(list_id)
         self._buffer = bytearray()
+        self._body: bytes | None = None
         self.starts = array("I")
         self.files = array("H")
         self.lines = array("I")
@@ -76,7 +89,18 @@ class Batch:
     @property
     def nbytes(self) -> int:
         """The size of the payload this batch serialises to."""
+        if self._body is not None:
+            return len(self._body)
         return len(self._head) + len(self._buffer) + len(self._tail)
+
+    def _editable(self) -> bytearray:
+        """The buffer, taken back from the request body if one was made."""
+        if self._body is not None:
+            self._buffer = bytearray(
+                self._body[len(self._head) : len(self._body) - len(self._tail)]
+            )
+            self._body = None
+        return self._buffer
 
     def fits(self, part_size: int) -> bool:
         """Whether one more profile of ``part_size`` bytes stays within the job limits."""
@@ -96,7 +120,7 @@ class Batch:
         # allowed after the first part of an empty batch (which adds no comma).
         # (The first part of an empty batch always fits: parts are at most 100 KB.)
         ends = np.cumsum(sizes[:count] + 1)
-        bound = MAX_PAYLOAD_BYTES - self.nbytes + (0 if self._buffer else 1)
+        bound = MAX_PAYLOAD_BYTES - self.nbytes + (0 if len(self) else 1)
         return int(np.searchsorted(ends, bound, side="right"))
 
     def extend(self, block: ProfileBlock, start: int, stop: int) -> None:
@@ -104,29 +128,35 @@ class Batch:
         parts = block.parts[start:stop]
         if not parts:
             return
-        if self._buffer:
-            self._buffer += b","
-        base = len(self._buffer)
+        buffer = self._editable()
+        if buffer:
+            buffer += b","
+        base = len(buffer)
         sizes = block.sizes[start:stop] + 1
         self.starts.frombytes(
             (base + np.concatenate(([0], np.cumsum(sizes[:-1])))).astype(np.uint32).tobytes()
         )
-        self._buffer += b",".join(parts)
+        buffer += b",".join(parts)
         self.files.frombytes(block.files[start:stop].astype(np.uint16).tobytes())
         self.lines.frombytes(block.lines[start:stop].astype(np.uint32).tobytes())
         self.hashes.frombytes(block.keys[start:stop].astype(np.uint64).tobytes())
 
     def add(self, part: bytes, file_index: int, line: int, email_hash: int) -> None:
-        if self._buffer:
-            self._buffer += b","
-        self.starts.append(len(self._buffer))
-        self._buffer += part
+        buffer = self._editable()
+        if buffer:
+            buffer += b","
+        self.starts.append(len(buffer))
+        buffer += part
         self.files.append(file_index)
         self.lines.append(line)
         self.hashes.append(email_hash)
 
     def payload(self) -> bytes:
-        return b"".join((self._head, self._buffer, self._tail))
+        """The request body (made once; the buffer is dropped for it)."""
+        if self._body is None:
+            self._body = b"".join((self._head, self._buffer, self._tail))
+            self._buffer = bytearray()
+        return self._body
 
     def _span(self, position: int) -> tuple[int, int]:
         start = self.starts[position]
@@ -135,6 +165,7 @@ class Batch:
 
     def remove(self, position: int) -> RemovedProfile:
         """Take the profile at ``position`` out (Klaviyo refused it); later ones shift down."""
+        self._editable()
         start, end = self._span(position)
         part = bytes(self._buffer[start:end])
         email = (orjson.loads(part).get("attributes") or {}).get("email") or ""
@@ -156,6 +187,7 @@ class Batch:
     def release_payload(self) -> None:
         """Drop the serialised profiles once Klaviyo holds them; keep the origins."""
         self._buffer = bytearray()
+        self._body = None
         self.starts = array("I")
 
     def position_of(self, email_hash: int) -> int | None:

@@ -43,7 +43,7 @@ __all__ = ["DEFAULT_BLOCK_BYTES", "BlockReader", "RecordReject", "RowBlock", "co
 logger = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_BYTES = 2 * 1024 * 1024
-DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024  # bytes per ranged GET
+DEFAULT_CHUNK_SIZE = 2 * 1024 * 1024  # bytes per ranged GET
 _SCAN_MARGIN = 64 * 1024  # looked at past the target, to find the record that ends the block
 
 
@@ -105,7 +105,7 @@ class BlockReader:
         encoding_errors: str = "strict",
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_concurrency: int = 2,
-        prefetch_chunks: int = 4,
+        prefetch_chunks: int = 3,
         block_bytes: int = DEFAULT_BLOCK_BYTES,
     ) -> None:
         self._client = container_client

@@ -24,9 +24,11 @@ against phonenumbers itself.
 
 from __future__ import annotations
 
+import re
 import re._parser as sre_parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Final
 
 import numpy as np
@@ -111,6 +113,7 @@ def _first(items: list[Any]) -> frozenset[str]:
     return _DIGITS  # an empty match: anything may follow
 
 
+@cache
 def _width(pattern: str | None) -> int | None:
     """The length of every match of ``pattern``, or None when matches differ in length."""
     if not pattern:
@@ -147,44 +150,56 @@ class _Table:
 
 class _Prefixes:
     """Patterns matched at the start of a number (``re.match``), per key (a region or a
-    metadata key): the length of the prefix each number starts with, found group by group.
+    metadata key): the length of the prefix each number starts with.
 
-    A literal prefix (``00``, ``011``, ``0``) needs no regex; one whose matches all have
-    the same length needs ``contains``; only the rest is extracted.
+    A literal prefix (``00``, ``011``, ``0``: most of them) is tested with ``starts_with``
+    and one whose matches all have the same length with ``contains``, each one call for
+    every key at once (a column of prefixes or patterns); only the few others are
+    extracted group by group.
     """
 
     def __init__(self) -> None:
         self.raw: dict[str, str] = {}
         self.first: dict[str, frozenset[str]] = {}
+        self.literal = _Table(pl.String)
+        self.fixed = _Table(pl.String)  # anchored patterns whose matches have one length
+        self.width = _Table(pl.Int64)
 
     def put(self, key: str, pattern: str | None) -> None:
-        if pattern:
-            self.raw[key] = pattern
         self.first[key] = first_digits(pattern)
+        if not pattern:
+            return
+        if pattern.isascii() and pattern.isdigit():
+            self.literal.put(key, pattern)
+        elif (width := _width(pattern)) is not None:
+            self.fixed.put(key, _anchored(pattern, whole=False))
+            self.width.put(key, width)
+        else:
+            self.raw[key] = pattern
 
     def lengths(self, frame: pl.DataFrame, value: str, key: str) -> np.ndarray:
         """Per row of ``frame``: the length of the prefix ``frame[value]`` starts with,
         by the pattern of ``frame[key]``; -1 where it does not match (or no pattern)."""
-        out = np.full(frame.height, -1, dtype=np.int64)
         if not frame.height:
-            return out
-        indexed = frame.select(key, value).with_row_index("_i")
-        for (k,), part in indexed.partition_by(key, as_dict=True).items():
-            pattern = self.raw.get(k) if k is not None else None
-            if not pattern:
-                continue
-            rows, text = part["_i"].to_numpy(), part[value]
-            width = _width(pattern)
-            if pattern.isascii() and pattern.isdigit():
-                hit = text.str.starts_with(pattern).to_numpy()
-                out[rows] = np.where(hit, len(pattern), -1)
-            elif width is not None:
-                hit = text.str.contains(_anchored(pattern, whole=False)).to_numpy()
-                out[rows] = np.where(hit, width, -1)
-            else:
-                ascii_ = pattern.replace("\\d", "[0-9]")
-                found = text.str.extract(f"^({ascii_})", 1)
-                out[rows] = found.str.len_bytes().fill_null(-1).to_numpy()
+            return np.full(0, -1, dtype=np.int64)
+        v, k = _col(value), _col(key)
+        literal = self.literal.expr(k) if self.literal.values else pl.lit(None, pl.String)
+        fixed = self.fixed.expr(k) if self.fixed.values else pl.lit(None, pl.String)
+        width = self.width.expr(k) if self.width.values else pl.lit(None, pl.Int64)
+        found = frame.select(
+            pl.when(v.str.starts_with(literal).fill_null(False))
+            .then(literal.str.len_bytes().cast(pl.Int64))
+            .when(v.str.contains(fixed).fill_null(False))
+            .then(width)
+            .otherwise(pl.lit(-1, pl.Int64))
+        ).to_series()
+        out = found.to_numpy().astype(np.int64)
+        if self.raw:
+            varying = frame.with_row_index("_i").filter(k.is_in(list(self.raw)))
+            for (name,), part in varying.partition_by(key, as_dict=True).items():
+                ascii_ = self.raw[name].replace("\\d", "[0-9]")
+                extracted = part[value].str.extract(f"^({ascii_})", 1)
+                out[part["_i"].to_numpy()] = extracted.str.len_bytes().fill_null(-1).to_numpy()
         return out
 
 
@@ -265,34 +280,41 @@ def _matches(value: pl.Expr, pattern: pl.Expr) -> pl.Expr:
     return value.str.contains(pattern).fill_null(False)
 
 
-Lookup = Callable[[str], "str | None"]
+Lookup = Callable[[Any], "str | None"]
 
 
 def _match_by_key(
-    frame: pl.DataFrame, key: str, tests: dict[str, tuple[str, Lookup]]
+    frame: pl.DataFrame,
+    key: str,
+    tests: dict[str, tuple[str, Lookup]],
+    universe: Iterable[Any],
 ) -> pl.DataFrame:
     """``frame`` with a boolean column per test ``name: (column, lookup)``: whether the
-    row's ``column`` matches the pattern ``lookup(row's key)`` (False without one).
+    row's ``column`` matches the anchored pattern ``lookup(row's key)`` (False without).
 
-    Evaluated group by group with literal patterns: the engine hashes a column of patterns
-    row by row, which costs more than the match itself for the long type patterns.
+    One regex serves every key: ``"<key>#<value>"`` against ``^(?:k1#P1|k2#P2|...)``. It
+    is built over the whole ``universe`` of keys, not only those in the block, so the
+    same pattern text comes back block after block and the engine's regex cache (32
+    patterns) keeps it compiled. (A column of per-row patterns would be hashed row by
+    row, which costs more than the match for the long type patterns.)
     """
-    found = {name: np.zeros(frame.height, dtype=bool) for name in tests}
-    if frame.height:
-        columns = {column for column, _ in tests.values()}
-        indexed = frame.select(key, *columns).with_row_index("_i")
-        for (value,), part in indexed.partition_by(key, as_dict=True).items():
-            checks = {
-                name: _col(column).str.contains(pattern).fill_null(False)
-                for name, (column, lookup) in tests.items()
-                if value is not None and (pattern := lookup(value))
-            }
-            if checks:
-                got = part.select(**checks)
-                rows = part["_i"].to_numpy()
-                for name in checks:
-                    found[name][rows] = got[name].to_numpy()
-    return frame.with_columns(**{name: pl.Series(values) for name, values in found.items()})
+    keys = sorted({str(k): k for k in universe}.items())
+    found = {}
+    for name, (column, lookup) in tests.items():
+        whole, alternatives = True, []
+        for text, value in keys:
+            pattern = lookup(value)
+            if pattern:
+                whole = pattern.endswith("$")
+                inner = pattern[1:-1] if whole else pattern[1:]
+                alternatives.append(f"{re.escape(text)}#{inner}")
+        if not alternatives:
+            found[name] = pl.lit(False)
+            continue
+        combined = "^(?:" + "|".join(alternatives) + (")$" if whole else ")")
+        haystack = pl.concat_str(_col(key).cast(pl.String), pl.lit("#"), _col(column))
+        found[name] = haystack.str.contains(combined).fill_null(False)
+    return frame.with_columns(**found)
 
 
 class PhoneColumns:
@@ -402,6 +424,7 @@ class PhoneColumns:
             frame,
             "rmeta",
             {"g_text": ("text", text_general), "g_cand": ("cand", t.general.values.get)},
+            t.general.values,
         )
         frame = frame.with_columns(
             undecided=_col("found") & t.transform.expr(_col("rmeta")),
@@ -437,7 +460,10 @@ class PhoneColumns:
                 return None
 
             hit = _match_by_key(
-                hit, meta, {"viable": (number, general), "kept": ("stripped", general)}
+                hit,
+                meta,
+                {"viable": (number, general), "kept": ("stripped", general)},
+                t.general.values,
             )
             kept = hit.select(
                 pl.when(_col("viable") & ~_col("kept"))
@@ -473,50 +499,59 @@ class PhoneColumns:
         tasks = tasks.filter(
             ~_col("undecided") & ~_col("bad") & t.count.expr(_col("code")).is_not_null()
         ).with_columns(single=t.single.expr(_col("code")), count=t.count.expr(_col("code")))
-        tasks = _match_by_key(tasks, "code", {"any": ("nsn", t.any_general.values.get)})
-        hopeless = ~_col("single") & ~(
-            _bit(t.any_length.expr(_col("code")), _col("length")) & _col("any")
+        # A number no region of its code could take (a length none allows, no general
+        # pattern matches): invalid without trying the regions one by one.
+        single = tasks["single"].to_numpy()
+        if not single.all():
+            multi = _match_by_key(
+                tasks.filter(pl.Series(~single)),
+                "code",
+                {"any": ("nsn", t.any_general.values.get)},
+                t.any_general.values,
+            ).with_columns(
+                hopeless=~(_bit(t.any_length.expr(_col("code")), _col("length")) & _col("any"))
+            )
+            hopeless = multi.filter(_col("hopeless"))["row"].to_numpy()
+            decided[hopeless] = True
+            tasks = tasks.filter(pl.Series(~np.isin(tasks["row"].to_numpy(), hopeless)))
+        tasks = tasks.with_columns(
+            # general and type pattern in one regex: "<nsn>#<nsn>" against "^G#T$".
+            twice=pl.concat_str(_col("nsn"), pl.lit("#"), _col("nsn")),
+            shape=_col("cc") * 100 + _col("length").cast(pl.Int64),
         )
-        tasks = tasks.with_columns(hopeless=hopeless)
-        decided[tasks.filter(_col("hopeless"))["row"].to_numpy()] = True
-        tasks = tasks.filter(~_col("hopeless"))
         k = 0
         while tasks.height and (k == 0 or tasks.height > _FEW):
-            code_k = pl.concat_str(_col("code"), pl.lit(f"|{k}"))
-            tasks = tasks.with_columns(
-                key=pl.concat_str(code_k, pl.lit("|"), _col("length").cast(pl.String)),
-                lead=t.leading.expr(code_k),
-                # general and type pattern in one regex: "<nsn>#<nsn>" against "^G#T$".
-                twice=pl.concat_str(_col("nsn"), pl.lit("#"), _col("nsn")),
-            )
-            # A shape (code, region, length) few numbers have: cheaper row by row (to_e164)
-            # than a compiled regex, and it keeps the engine's small regex cache for the rest.
-            sizes = tasks.group_by("key").len()
-            rare = sizes.filter(_col("len") < _FEW)["key"]
-            if rare.len():
-                tasks = tasks.filter(~_col("key").is_in(rare.implode()))
 
-            def valid(key: str) -> str | None:
-                general = t.valid_general.values.get(key.rsplit("|", 1)[0])
-                types = t.types.values.get(key)
+            def valid(shape: int, k: int = k) -> str | None:
+                key = f"{shape // 100}|{k}"
+                general = t.valid_general.values.get(key)
+                types = t.types.values.get(f"{key}|{shape % 100}")
                 return f"{general[:-1]}#{types[1:]}" if general and types else None
 
-            checked = _match_by_key(
-                tasks,
-                "key",
-                {
-                    "valid": ("twice", valid),
-                    "led": ("nsn", lambda key: t.leading.values.get(key.rsplit("|", 1)[0])),
-                },
-            ).with_columns(
-                found=_col("single") | _col("led") | (_col("lead").is_null() & _col("valid"))
+            def lead(code: int, k: int = k) -> str | None:
+                return t.leading.values.get(f"{code}|{k}")
+
+            shapes = [c * 100 + n for c in sorted(t.codes) for n in range(_MIN_NSN, _MAX_NSN + 1)]
+            checked = _match_by_key(tasks, "shape", {"valid": ("twice", valid)}, shapes)
+            checked = _match_by_key(checked, "cc", {"led": ("nsn", lead)}, sorted(t.codes))
+            checked = checked.with_columns(
+                found=_col("single")
+                | _col("led")
+                | (
+                    t.leading.expr(pl.concat_str(_col("code"), pl.lit(f"|{k}"))).is_null()
+                    & _col("valid")
+                ),
+                past=pl.lit(k + 1) >= _col("count"),
             )
-            done = checked.filter(_col("found") | (pl.lit(k + 1) >= _col("count")))
-            decided[done["row"].to_numpy()] = True
-            ok = done.filter(_col("found") & _col("valid"))
-            if ok.height:
-                numbers = ok.select(pl.concat_str(pl.lit("+"), _col("code"), _col("nsn")))
-                e164.scatter(ok["row"].to_numpy(), numbers.to_series())
-            tasks = checked.filter(~_col("found") & (pl.lit(k + 1) < _col("count")))
-            tasks = tasks.select("row", "code", "nsn", "length", "single", "count")
+            found, valid_ = checked["found"].to_numpy(), checked["valid"].to_numpy()
+            done = found | checked["past"].to_numpy()
+            rows = checked["row"].to_numpy()
+            decided[rows[done]] = True
+            ok = done & found & valid_
+            if ok.any():
+                numbers = checked.filter(pl.Series(ok)).select(
+                    pl.concat_str(pl.lit("+"), _col("code"), _col("nsn"))
+                )
+                e164.scatter(rows[ok], numbers.to_series())
+            tasks = checked.filter(pl.Series(~done)).select(tasks.columns)
             k += 1
