@@ -36,8 +36,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Data-plane figures (1 / 3 / 8 partitions), then mirror sync (first run, 5 % churn).
 bench: $(VENV)/.installed node_modules/.installed
 	$(PY) -m devtools.benchmark $(ARGS)
+	$(PY) -m devtools.sync_benchmark $(SYNC_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .demo
