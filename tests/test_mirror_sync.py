@@ -17,7 +17,11 @@ from shared.export import RunOptions
 from shared.keyvault import LocalApiKey
 from shared.retry import RetryPolicy
 from shared.runner import run_definition
+from shared.service import configure, start_run
 from shared.settings import Settings
+from shared.worker import execute_run
+from tests.fixtures_app import admin_header, call
+from tests.killing import take_message, worker_env, worker_services
 from tests.sync_days import LIST_ID, accounted, email, people, sync_definition, write_day
 
 FAST_RETRY = RetryPolicy(max_attempts=12, backoff=0.02, max_backoff=0.2, rng=random.Random(3))
@@ -263,3 +267,43 @@ def test_a_dry_run_plans_without_writing(container, settings, klaviyo_sandbox):
     # The dry run saved no state: the real run still sees the same plan.
     real = run(definition, settings)
     assert real["members"]["removed"] == 60 and real["rows"]["sent"] == 200
+
+
+def test_the_api_passes_the_flags_and_a_held_run_says_so(
+    storage_connection_string, klaviyo_sandbox, container
+):
+    services = worker_services(worker_env(storage_connection_string, klaviyo_sandbox.url))
+    services.definitions.put(parse_definition(sync_definition(container.container_name)))
+    write_day(container, people(range(N)), "2026/11/01/0600")
+    start_run(services, "churners")
+    assert asyncio.run(execute_run(services, take_message(services))) == "succeeded"
+    write_day(container, people(range(N)), "2026/11/02/0600", only=[2])
+
+    def post(**params: str) -> tuple[str, dict]:
+        route = {"name": "churners"}
+        url = "http://localhost/api/exports/churners/runs"
+        response, body = call(
+            "run_start", "POST", url, route=route, params=params, principal=admin_header()
+        )
+        assert response.status_code == 202, body
+        return body["run_id"], body
+
+    configure(services)
+    try:
+        run_id, body = post(full="true")
+        assert (body["full"], body["allow_mass_removal"], body["dry_run"]) == (True, False, False)
+        assert asyncio.run(execute_run(services, take_message(services))) == "held"
+        url = f"http://localhost/api/exports/churners/runs/{run_id}"
+        route = {"name": "churners", "run_id": run_id}
+        response, record = call("run_get", "GET", url, route=route, principal=admin_header())
+        assert response.status_code == 200 and record["status"] == "held"
+        assert "--allow-mass-removal" in record["message"] and record["error"] is None
+        assert record["report"]["rows"]["sent"] == record["report"]["rows"]["read"]  # full
+
+        run_id, body = post(allow_mass_removal="true")
+        assert asyncio.run(execute_run(services, take_message(services))) == "succeeded"
+        removed = services.runs.get("churners", run_id)["summary"]["members"]["removed"]
+        assert removed == N - len(on_list(klaviyo_sandbox))
+    finally:
+        configure(None)
+    assert on_list(klaviyo_sandbox) < {email(i) for i in range(N)}
