@@ -26,19 +26,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from devtools.benchmark import TreeMemory
 from devtools.local import ROOT, local_settings, stack
+from devtools.sample_export import _write_model
 
 FOLDER = "CustomerInsights_sync/KlaviyoExport"
 SEGMENT = "SyncBench"
-COLUMNS = (
-    "CustomerId", "Email", "FirstName", "LastName", "Phone", "City", "Country",
-    "LoyaltyTier", "LifetimeValue", "IsVip", "SignupDate",
-)  # fmt: skip
 _FIRST = ("Anna", "Bram", "Chloé", "Daan", "Eva", "Finn", "Greta", "Hugo", "Iris", "Jens")
 _LAST = ("de Vries", "Jansen", "Bakker", "Visser", "Smit", "Meijer", "Mulder", "Bos")
 _TIERS = ("gold", "silver", "bronze")
@@ -59,7 +57,9 @@ def _row(i: int, version: int) -> str:
 def write_segment(
     container: ContainerClient, ids: range | list[int], changed: range, stamp: str, parts: int
 ) -> None:
-    """One snapshot of the segment, ``parts`` headerless partitions, as CI writes it."""
+    """One snapshot of the segment, ``parts`` headerless partitions, as CI writes it; the
+    columns are devtools.sample_export's (the example definition maps them)."""
+    taken_at = datetime.strptime(stamp, "%Y/%m/%d/%H%M").replace(tzinfo=UTC)
     prefix = f"{FOLDER}/{SEGMENT}/{stamp}/"
     names = [f"{prefix}{SEGMENT}_{n}.csv" for n in range(1, parts + 1)]
     people = list(ids)
@@ -68,29 +68,8 @@ def write_segment(
         chunk = people[n * size : (n + 1) * size]
         text = "".join(_row(i, 1 if i in changed else 0) for i in chunk)
         container.upload_blob(name, b"\xef\xbb\xbf" + text.encode(), overwrite=True)
-    model = {
-        "name": "sync-benchmark",
-        "version": "1.0",
-        "entities": [
-            {
-                "$type": "LocalEntity",
-                "name": SEGMENT,
-                "attributes": [{"name": c, "dataType": "string"} for c in COLUMNS],
-                "partitions": [
-                    {
-                        "name": name.rsplit("/", 1)[1][:-4],
-                        "location": f"https://x.blob.core.windows.net/{container.container_name}/{name}",
-                        "fileFormatSettings": {
-                            "$type": "CsvFormatSettings",
-                            "columnHeaders": False,
-                        },
-                    }
-                    for name in names
-                ],
-            }
-        ],
-    }
-    container.upload_blob(f"{FOLDER}/model.json", json.dumps(model), overwrite=True)
+    # The generator's own model.json: the same columns, CDM settings and locations.
+    _write_model(container, FOLDER, SEGMENT, names, header=False, taken_at=taken_at)
 
 
 def _definition() -> dict[str, Any]:
