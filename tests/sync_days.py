@@ -3,14 +3,24 @@ Customer Insights writes it (model.json + headerless partitions in a dated folde
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import random
+import time
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from azure.storage.blob import ContainerClient
 
+from shared.definitions import parse_definition
+from shared.export import RunOptions
+from shared.keyvault import LocalApiKey
+from shared.retry import RetryPolicy
+from shared.runner import run_definition
+from shared.settings import Settings
 from tests.exports import ROOT
 
 FOLDER = "CustomerInsights_sync/KlaviyoExport"
@@ -100,3 +110,55 @@ def accounted(report: dict[str, Any]) -> bool:
     rows = report["rows"]
     parts = rows["sent"] + rows["unchanged"] + rows["rejected"] + rows["duplicates"]
     return report["accounted"] is True and rows["read"] == parts
+
+
+FAST_RETRY = RetryPolicy(max_attempts=12, backoff=0.02, max_backoff=0.2, rng=random.Random(3))
+N = 2000
+FORM_IN_SEGMENT = [email(i) for i in range(40)]  # signed up by a form, also in the segment
+FORM_ONLY = [f"form{i}@example.com" for i in range(40)]  # signed up by a form only
+REMOVE = "DELETE /api/lists/{id}/relationships/profiles"
+WRITES = ("POST /api/profile-bulk-import-jobs", REMOVE)
+
+
+def sync_settings(storage_connection_string: str, sandbox_url: str) -> Settings:
+    """Settings for one test: the sandbox, and a state container (sync state) of its own."""
+    return Settings.from_env(
+        {
+            "AzureWebJobsStorage": storage_connection_string,
+            "SEGMENTS_STORAGE": storage_connection_string,
+            "STATE_CONTAINER": f"state-{uuid.uuid4().hex[:12]}",
+            "KLAVIYO_BASE_URL": sandbox_url,
+        }
+    )
+
+
+def run(definition: dict[str, Any], settings: Settings, **options: Any) -> dict[str, Any]:
+    """One run of ``definition`` (a document), as the functions run it; its report."""
+    return asyncio.run(
+        run_definition(
+            parse_definition(definition),
+            settings,
+            provider=LocalApiKey("pk_test_sandbox"),
+            client_kwargs={"retry": FAST_RETRY},
+            options=RunOptions(poll_interval=0.05, **options),
+        )
+    )
+
+
+def on_list(sandbox: Any, list_id: str = LIST_ID) -> set[str]:
+    return {m["email"] for m in sandbox.state.list_members(list_id)}
+
+
+def operations(sandbox: Any) -> dict[str, int]:
+    """Requests per operation that Klaviyo answered with success."""
+    counts = {}
+    for operation, by_status in sandbox.state.stats()["operations"].items():
+        counts[operation] = sum(n for status, n in by_status.items() if str(status)[0] == "2")
+    return counts
+
+
+def sign_up_form(sandbox: Any) -> None:
+    """Members who joined before the export existed (an hour ago)."""
+    sandbox.state.add_list_members(
+        LIST_ID, FORM_IN_SEGMENT + FORM_ONLY, joined_at=time.time() - 3600
+    )

@@ -5,74 +5,38 @@ back a mass removal."""
 from __future__ import annotations
 
 import asyncio
-import random
-import time
-import uuid
 
 import pytest
 
 from devtools.klaviyo_sandbox import AccountSpec, ListSpec
 from shared.definitions import parse_definition
-from shared.export import RunOptions
-from shared.keyvault import LocalApiKey
-from shared.retry import RetryPolicy
-from shared.runner import run_definition
 from shared.service import configure, start_run
 from shared.settings import Settings
 from shared.worker import execute_run
 from tests.fixtures_app import admin_header, call
 from tests.killing import take_message, worker_env, worker_services
-from tests.sync_days import LIST_ID, accounted, email, people, sync_definition, write_day
-
-FAST_RETRY = RetryPolicy(max_attempts=12, backoff=0.02, max_backoff=0.2, rng=random.Random(3))
-N = 2000
-FORM_IN_SEGMENT = [email(i) for i in range(40)]  # signed up by a form, also in the segment
-FORM_ONLY = [f"form{i}@example.com" for i in range(40)]  # signed up by a form only
-REMOVE = "DELETE /api/lists/{id}/relationships/profiles"
-WRITES = ("POST /api/profile-bulk-import-jobs", REMOVE)
+from tests.sync_days import (
+    FORM_IN_SEGMENT,
+    FORM_ONLY,
+    LIST_ID,
+    REMOVE,
+    N,
+    accounted,
+    email,
+    on_list,
+    operations,
+    people,
+    run,
+    sign_up_form,
+    sync_definition,
+    sync_settings,
+    write_day,
+)
 
 
 @pytest.fixture
 def settings(storage_connection_string, klaviyo_sandbox) -> Settings:
-    return Settings.from_env(
-        {
-            "AzureWebJobsStorage": storage_connection_string,
-            "SEGMENTS_STORAGE": storage_connection_string,
-            "STATE_CONTAINER": f"state-{uuid.uuid4().hex[:12]}",
-            "KLAVIYO_BASE_URL": klaviyo_sandbox.url,
-        }
-    )
-
-
-def run(definition: dict, settings: Settings, **options) -> dict:
-    return asyncio.run(
-        run_definition(
-            parse_definition(definition),
-            settings,
-            provider=LocalApiKey("pk_test_sandbox"),
-            client_kwargs={"retry": FAST_RETRY},
-            options=RunOptions(poll_interval=0.05, **options),
-        )
-    )
-
-
-def on_list(sandbox, list_id: str = LIST_ID) -> set[str]:
-    return {m["email"] for m in sandbox.state.list_members(list_id)}
-
-
-def operations(sandbox) -> dict[str, int]:
-    """Requests per operation that Klaviyo answered with success."""
-    counts = {}
-    for operation, by_status in sandbox.state.stats()["operations"].items():
-        counts[operation] = sum(n for status, n in by_status.items() if str(status)[0] == "2")
-    return counts
-
-
-def sign_up_form(sandbox) -> None:
-    """Members who joined before the export existed (an hour ago)."""
-    sandbox.state.add_list_members(
-        LIST_ID, FORM_IN_SEGMENT + FORM_ONLY, joined_at=time.time() - 3600
-    )
+    return sync_settings(storage_connection_string, klaviyo_sandbox.url)
 
 
 def test_the_list_follows_the_segment_over_four_days(container, settings, klaviyo_sandbox):

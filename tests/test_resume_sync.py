@@ -23,10 +23,18 @@ from tests.killing import (
     worker_env,
     worker_services,
 )
-from tests.sync_days import LIST_ID, email, people, sync_definition, write_day
-from tests.test_mirror_sync import FORM_IN_SEGMENT, FORM_ONLY, sign_up_form
+from tests.sync_days import (
+    FORM_IN_SEGMENT,
+    FORM_ONLY,
+    LIST_ID,
+    N,
+    email,
+    people,
+    sign_up_form,
+    sync_definition,
+    write_day,
+)
 
-N = 2000
 CREATE = "POST /api/profile-bulk-import-jobs"
 REMOVE = "DELETE /api/lists/{id}/relationships/profiles"
 
