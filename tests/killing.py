@@ -45,8 +45,9 @@ def worker_env(storage_connection_string: str, sandbox_url: str) -> dict[str, st
 
 
 def worker_services(env: dict[str, str], **overrides: Any) -> Services:
-    """The services of the instance that resumes (fast retries and polling)."""
-    return Services.from_settings(
+    """The services of the instance that resumes (fast retries and polling), with an
+    empty run queue: every test's Azurite account shares the one queue."""
+    services = Services.from_settings(
         Settings.from_env(env),
         provider=LocalApiKey("pk_test_sandbox"),
         lock_seconds=15,
@@ -54,11 +55,14 @@ def worker_services(env: dict[str, str], **overrides: Any) -> Services:
         run_options={"poll_interval": 0.05},
         **overrides,
     )
+    services.queue.clear_messages()
+    return services
 
 
 def take_message(services: Services) -> str:
-    """The queued run message, as the host hands it to the trigger."""
-    (message,) = services.queue.receive_messages(max_messages=1)
+    """The one queued run message, as the host hands it to the trigger."""
+    (message,) = services.queue.receive_messages(max_messages=32)
+    services.queue.delete_message(message)
     return base64.b64decode(message.content).decode()
 
 
