@@ -188,13 +188,17 @@ class ExportRun:
             self._resumed, self._checkpoint["jobs"] = {}, {}
         reader = BlockReader(self._segments, snapshot, entity)
         try:
+            # Structure before sending: a mapped column that does not exist, or a
+            # partition whose header or field count differs, fails the run here.
             mapper = BlockMapper(
                 self.definition.mapping,
                 reader.columns,
                 default_region=self.definition.options.phone_default_region,
                 region_column=self.definition.options.phone_region_column,
                 source=f"{source.container}/{snapshot.prefix}",
-            )  # a mapped column that does not exist fails here, before any send
+                show_columns=not reader.columns_from_header,
+            )
+            reader.check_structure()
         except BaseException:
             reader.close()  # stops its download threads
             raise

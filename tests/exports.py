@@ -10,6 +10,8 @@ from typing import Any
 
 from azure.storage.blob import ContainerClient
 
+from shared.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("CustomerId", "Email", "FirstName", "Phone", "Country")
 FOLDER = "CustomerInsights_test/KlaviyoExport"
@@ -73,3 +75,15 @@ def definition_doc(
     for key, value in changes.items():
         doc[key] = value
     return doc
+
+
+def sandbox_settings(storage: str, klaviyo_url: str, *, state: str = "state") -> Settings:
+    """App settings for a run against Azurite and a Klaviyo sandbox."""
+    return Settings.from_env(
+        {
+            "AzureWebJobsStorage": storage,
+            "SEGMENTS_STORAGE": storage,
+            "STATE_CONTAINER": state,
+            "KLAVIYO_BASE_URL": klaviyo_url,
+        }
+    )

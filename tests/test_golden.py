@@ -28,6 +28,7 @@ from shared.runner import klaviyo_factory, segments_container
 from shared.runs import BlobRunStore
 from shared.settings import Settings
 from shared.state import open_state
+from tests.exports import sandbox_settings
 from tests.golden import ROWS, definition_doc, write_golden_fixture
 
 GOLDEN = Path(__file__).with_name("golden_data_plane.json")
@@ -55,14 +56,7 @@ class HashingTransport(httpx.AsyncBaseTransport):
 
 @pytest.fixture
 def settings(storage_connection_string, klaviyo_sandbox) -> Settings:
-    return Settings.from_env(
-        {
-            "AzureWebJobsStorage": storage_connection_string,
-            "SEGMENTS_STORAGE": storage_connection_string,
-            "STATE_CONTAINER": "state",
-            "KLAVIYO_BASE_URL": klaviyo_sandbox.url,
-        }
-    )
+    return sandbox_settings(storage_connection_string, klaviyo_sandbox.url)
 
 
 def _rejected_digest(blob_service, report) -> tuple[int, str]:

@@ -77,8 +77,12 @@ class _Field:
     kind: str  # "string", "number", "boolean", "date", "latitude", "longitude"
 
 
-def _strip(column: str) -> pl.Expr:
+def _strip(column: str, *, controls: bool = False) -> pl.Expr:
+    """A string value as ``clean_text`` makes it (null when empty); ``controls``: the
+    block may hold control characters, to be removed."""
     value = _col(column).str.strip_chars(PY_WHITESPACE)
+    if controls:
+        value = value.str.replace_all(typed.CONTROLS, "").str.strip_chars(PY_WHITESPACE)
     return pl.when(value != "").then(value)
 
 
@@ -103,8 +107,11 @@ class BlockMapper:
         default_region: str | None = None,
         region_column: str | None = None,
         source: str | None = None,
+        show_columns: bool = False,
     ) -> None:
-        index = mapped_positions(mapping, columns, region_column=region_column, source=source)
+        index = mapped_positions(
+            mapping, columns, region_column=region_column, source=source, show_columns=show_columns
+        )
         self.positions = tuple(sorted(set(index.values())))
         names = [columns[p] for p in self.positions]
         self._rows = ProfileMapper(
@@ -178,7 +185,8 @@ class BlockMapper:
         raw = _col(self._email).str.strip_chars(PY_WHITESPACE)
         first = [pl.when(raw != "").then(raw).alias("email")]
         for f in (*self._top, *self._location, *self._properties):
-            first.append(_strip(f.column).alias(f"v_{f.column}"))
+            controls = block.controls and f.kind == "string"
+            first.append(_strip(f.column, controls=controls).alias(f"v_{f.column}"))
         if self._phone is not None:
             first.append(_strip(self._phone).alias("phone_raw"))
             first.append(self._regions(block).alias("region"))
