@@ -298,7 +298,13 @@ class BlockReader:
     def _file_blocks(self, f: _OpenFile, wanted: list[int], expected: int) -> Iterator[RowBlock]:
         dialect = _dialect(f.format)
         source, target = f.source, self._block_bytes
-        exact = ExactRecords(source, dialect=dialect, name=f.name, errors=self._errors)
+        exact = ExactRecords(
+            source,
+            dialect=dialect,
+            name=f.name,
+            errors=self._errors,
+            encoding=f.format.encoding,
+        )
         if dialect.byte < 0:  # a non-ASCII delimiter: csv.reader reads the whole file
             while not source.done:
                 yield from self._exact_blocks(f, exact, dialect, wanted, expected)
@@ -346,7 +352,7 @@ class BlockReader:
     def _fast_block(
         self, f: _OpenFile, scan: Scan, dialect: CsvDialect, wanted: list[int], expected: int
     ) -> RowBlock:
-        damaged = _damaged(scan, dialect)
+        damaged = _damaged(scan, dialect, f.format.encoding)
         good = (scan.fields == expected) & ~damaged.mask
         bad = ~good & ~damaged.mask & (scan.fields != 0)  # 0 fields: a blank line, no record
         rejects = [
@@ -384,7 +390,7 @@ class _Damage:
     rejects: list[RecordReject]
 
 
-def _damaged(scan: Scan, dialect: CsvDialect) -> _Damage:
+def _damaged(scan: Scan, dialect: CsvDialect, encoding: str) -> _Damage:
     """Records with bytes that are not UTF-8, or with a field over csv's 131,072-character
     limit: each becomes a rejected record, the rest of the block reads on."""
     mask = np.zeros(scan.starts.size, dtype=bool)
@@ -412,7 +418,8 @@ def _damaged(scan: Scan, dialect: CsvDialect) -> _Damage:
             if bad is not None:
                 mask[i] = True
                 line = int(scan.lines[i])
-                rejects.append(RecordReject(line, "undecodable_row", undecodable_detail(bad)))
+                detail = undecodable_detail(bad, encoding)
+                rejects.append(RecordReject(line, "undecodable_row", detail))
     return _Damage(mask, rejects)
 
 

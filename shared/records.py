@@ -320,12 +320,19 @@ class ExactRecords:
     """
 
     def __init__(
-        self, source: ByteSource, *, dialect: CsvDialect, name: str, errors: str = "strict"
+        self,
+        source: ByteSource,
+        *,
+        dialect: CsvDialect,
+        name: str,
+        errors: str = "strict",
+        encoding: str = "UTF-8",
     ) -> None:
         self._source = source
         self._dialect = dialect
         self._name = name
         self._errors = "surrogateescape" if errors == "strict" else errors
+        self._encoding = encoding  # as the model names it, for reasons
 
     def read(self, target: int) -> ExactResult:
         source = self._source
@@ -356,7 +363,8 @@ class ExactRecords:
                 if bad is None:
                     result.records.append((start, values))
                 else:
-                    result.rejects.append((start, "undecodable_row", undecodable_detail(bad)))
+                    detail = undecodable_detail(bad, self._encoding)
+                    result.rejects.append((start, "undecodable_row", detail))
             start, self._record_pos, self._lines_of_record = self._line, self._pos, []
             if self._pos >= target:
                 break
@@ -390,8 +398,8 @@ def unterminated_detail(line: int) -> str:
     return f"a quoted field opened on line {line} is not closed by the end of the file"
 
 
-def undecodable_detail(field: int) -> str:
-    return f"bytes that are not valid UTF-8 in field {field + 1}"
+def undecodable_detail(field: int, encoding: str = "UTF-8") -> str:
+    return f"bytes that are not valid {encoding} in field {field + 1}"
 
 
 def skip_record(source: ByteSource, *, quoting: bool) -> tuple[int, list[int], bool]:

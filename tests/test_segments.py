@@ -543,3 +543,16 @@ def test_hand_made_snapshot_without_sizes_reads_properties(container):
     snapshot = Snapshot(SEGMENT, f"{SNAP}/", datetime(2024, 5, 6, 7, tzinfo=UTC), (name,))
     with SegmentReader(container, snapshot, entity("Id")) as reader:
         assert [r.values for r in reader.rows()] == [["1"], ["2"]]
+
+
+def test_bytes_another_declared_encoding_cannot_decode_reject_their_record(container):
+    # cp1252 leaves 0x81 undefined; ASCII refuses any byte over 0x7f.
+    name = put(container, f"{SNAP}/{SEGMENT}_1.csv", b"1,caf\xe9\n2,bad\x81\n3,ok\n")
+    _, rows = read(container, entity("Id", "Name", fmt=CsvFormat(encoding="windows-1252")))
+    assert rows == [
+        Row(name, 1, ["1", "café"], None),
+        Row(name, 2, None, "bytes that are not valid windows-1252 in field 2"),
+        Row(name, 3, ["3", "ok"], None),
+    ]
+    _, rows = read(container, entity("Id", "Name", fmt=CsvFormat(encoding="ASCII")))
+    assert [r.line for r in rows if r.error] == [1, 2]
