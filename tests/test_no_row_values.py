@@ -17,7 +17,7 @@ import azure.functions as func
 import pytest
 
 from tests import test_function_app as function_app_tests
-from tests.exports import definition_doc
+from tests.exports import definition_doc, write_partitions
 
 # The function app's fixtures (settings, Azurite, sandbox, Key Vault stand-in), by name.
 app_env = function_app_tests.app_env
@@ -61,32 +61,15 @@ def planted_row(i: int) -> str:
 
 
 def write(segments, files: list[bytes], *, header: bool, attributes=COLUMNS) -> None:
-    prefix = f"{FOLDER}/{SEGMENT}/{STAMP}/"
-    names = [f"{prefix}{SEGMENT}_{n}.csv" for n in range(1, len(files) + 1)]
-    model = {
-        "name": "t",
-        "entities": [
-            {
-                "$type": "LocalEntity",
-                "name": SEGMENT,
-                "attributes": [{"name": c, "dataType": "string"} for c in attributes],
-                "partitions": [
-                    {
-                        "name": name.rsplit("/", 1)[1],
-                        "location": f"https://x.blob.core.windows.net/c/{name}",
-                        "fileFormatSettings": {
-                            "$type": "CsvFormatSettings",
-                            "columnHeaders": header,
-                        },
-                    }
-                    for name in names
-                ],
-            }
-        ],
-    }
-    segments.upload_blob(f"{FOLDER}/model.json", json.dumps(model), overwrite=True)
-    for name, data in zip(names, files, strict=True):
-        segments.upload_blob(name, data, overwrite=True)
+    write_partitions(
+        segments,
+        files,
+        header=header,
+        columns=tuple(attributes),
+        folder=FOLDER,
+        segment=SEGMENT,
+        stamp=STAMP,
+    )
 
 
 def lines(*rows: str) -> bytes:

@@ -4,7 +4,6 @@ first job, and the messages never quote a cell of a data file."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 
 import pytest
@@ -15,7 +14,7 @@ from shared.keyvault import LocalApiKey
 from shared.retry import RetryPolicy
 from shared.runner import run_definition
 from shared.settings import Settings
-from tests.exports import definition_doc, sandbox_settings
+from tests.exports import definition_doc, sandbox_settings, write_partitions
 
 FOLDER = "CI_struct/KlaviyoExport"
 SEGMENT = "Vips"
@@ -37,33 +36,16 @@ def rows(first: int, count: int) -> str:
 
 
 def write(container, files: list[str | bytes], *, header: bool) -> None:
-    prefix = f"{FOLDER}/{SEGMENT}/{STAMP}/"
-    names = [f"{prefix}{SEGMENT}_{n}.csv" for n in range(1, len(files) + 1)]
-    model = {
-        "name": "t",
-        "entities": [
-            {
-                "$type": "LocalEntity",
-                "name": SEGMENT,
-                "attributes": [{"name": c, "dataType": "string"} for c in COLUMNS],
-                "partitions": [
-                    {
-                        "name": name.rsplit("/", 1)[1],
-                        "location": f"https://x.blob.core.windows.net/c/{name}",
-                        "fileFormatSettings": {
-                            "$type": "CsvFormatSettings",
-                            "columnHeaders": header,
-                        },
-                    }
-                    for name in names
-                ],
-            }
-        ],
-    }
-    container.upload_blob(f"{FOLDER}/model.json", json.dumps(model), overwrite=True)
-    for name, text in zip(names, files, strict=True):
-        data = text if isinstance(text, bytes) else text.encode()
-        container.upload_blob(name, b"\xef\xbb\xbf" + data, overwrite=True)
+    texts = [f if isinstance(f, bytes) else f.encode() for f in files]
+    write_partitions(
+        container,
+        [b"\xef\xbb\xbf" + t for t in texts],
+        header=header,
+        columns=COLUMNS,
+        folder=FOLDER,
+        segment=SEGMENT,
+        stamp=STAMP,
+    )
 
 
 def run(container, settings):
