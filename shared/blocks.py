@@ -14,7 +14,6 @@ entity's attributes.
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,22 +22,11 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from shared.cdm import CdmEntity, CsvFormat
+from shared.damage import damaged_records, has_controls, skipped
 from shared.download import Prefetcher, text_codec, utf8_chunks
 from shared.engine import pl
 from shared.errors import InputError
-from shared.records import (
-    FIELD_LIMIT,
-    SURROGATES,
-    ByteSource,
-    CsvDialect,
-    ExactRecords,
-    ExactResult,
-    Scan,
-    scan_block,
-    skip_record,
-    undecodable_detail,
-    unterminated_detail,
-)
+from shared.records import ByteSource, CsvDialect, ExactRecords, ExactResult, Scan, scan_block
 from shared.structure import check_partitions, header_difference
 
 if TYPE_CHECKING:
@@ -352,14 +340,14 @@ class BlockReader:
     def _fast_block(
         self, f: _OpenFile, scan: Scan, dialect: CsvDialect, wanted: list[int], expected: int
     ) -> RowBlock:
-        damaged = _damaged(scan, dialect, f.format.encoding)
+        damaged = damaged_records(scan, dialect, f.format.encoding)
         good = (scan.fields == expected) & ~damaged.mask
         bad = ~good & ~damaged.mask & (scan.fields != 0)  # 0 fields: a blank line, no record
         rejects = [
             RecordReject(line, "malformed_row", _count_error(expected, found))
             for line, found in zip(scan.lines[bad].tolist(), scan.fields[bad].tolist(), strict=True)
         ]
-        rejects = sorted(rejects + damaged.rejects)
+        rejects = sorted(rejects + [RecordReject(*r) for r in damaged.rejects])
         data = scan.data if good.all() else _only(scan, good)
         frame = _parse(data, dialect, wanted, expected) if good.any() else _empty(wanted)
         if frame.height != int(good.sum()):
@@ -369,58 +357,8 @@ class BlockReader:
             again.eof = True
             exact = ExactRecords(again, dialect=dialect, name=f.name, errors=self._errors)
             return _block_of_records(f, exact.read(len(scan.data) + 1), wanted, expected)
-        controls = _has_controls(scan.data)
+        controls = has_controls(scan.data)
         return RowBlock(f.index, f.name, frame, scan.lines[good], tuple(rejects), controls)
-
-
-def _has_controls(data: bytes) -> bool:
-    """Whether ``data`` holds a control character other than tab, CR and LF (C0, DEL, or
-    C1 in UTF-8: C2 80-9F): the mapper's clean-up is skipped for blocks without."""
-    a = np.frombuffer(data, dtype=np.uint8)
-    c0 = (a < 0x20) & (a != 9) & (a != 10) & (a != 13)
-    if c0.any() or (a == 0x7F).any():
-        return True
-    lead = np.flatnonzero(a[:-1] == 0xC2)
-    return bool(((a[lead + 1] >= 0x80) & (a[lead + 1] <= 0x9F)).any()) if lead.size else False
-
-
-@dataclass(frozen=True, slots=True)
-class _Damage:
-    mask: np.ndarray  # per record of the scan
-    rejects: list[RecordReject]
-
-
-def _damaged(scan: Scan, dialect: CsvDialect, encoding: str) -> _Damage:
-    """Records with bytes that are not UTF-8, or with a field over csv's 131,072-character
-    limit: each becomes a rejected record, the rest of the block reads on."""
-    mask = np.zeros(scan.starts.size, dtype=bool)
-    rejects: list[RecordReject] = []
-    try:
-        scan.data.decode("utf-8")
-        clean = True
-    except UnicodeDecodeError:
-        clean = False
-    # Only a record longer than the limit in bytes can hold a field longer in characters.
-    long = np.flatnonzero(scan.ends - scan.starts > FIELD_LIMIT)
-    suspects = range(scan.starts.size) if not clean else long.tolist()
-    for i in suspects:
-        raw = scan.data[int(scan.starts[i]) : int(scan.ends[i])]
-        text = raw.decode("utf-8", "surrogateescape")
-        try:
-            values = next(csv.reader([text], **dialect.reader_options()), [])
-        except csv.Error:
-            detail = f"a field longer than {FIELD_LIMIT:,} characters"
-            mask[i] = True
-            rejects.append(RecordReject(int(scan.lines[i]), "field_too_large", detail))
-            continue
-        if not clean:
-            bad = next((k for k, v in enumerate(values) if SURROGATES.search(v)), None)
-            if bad is not None:
-                mask[i] = True
-                line = int(scan.lines[i])
-                detail = undecodable_detail(bad, encoding)
-                rejects.append(RecordReject(line, "undecodable_row", detail))
-    return _Damage(mask, rejects)
 
 
 def _skipped(
@@ -431,19 +369,8 @@ def _skipped(
     *,
     larger_than: int | None = None,
 ) -> RowBlock:
-    """A record too large to read, passed over: rejected whole (``field_too_large``), or
-    line by line when the file ends inside it (``unterminated_quote``)."""
-    first, lines, open_ = skip_record(source, quoting=dialect.quoting)
-    if open_:
-        detail = unterminated_detail(first)
-        rejects = tuple(RecordReject(line, "unterminated_quote", detail) for line in lines)
-    else:
-        detail = f"a field longer than {FIELD_LIMIT:,} characters"
-        if larger_than is not None:
-            mb = larger_than >= 1 << 20
-            size = f"{larger_than >> 20} MB" if mb else f"{larger_than >> 10} KB"
-            detail = f"a record over {size}: {detail}, or a quote closed much later"
-        rejects = (RecordReject(first, "field_too_large", detail),)
+    """A record too large to read, passed over (see ``damage.skipped``)."""
+    rejects = tuple(RecordReject(*r) for r in skipped(source, dialect, larger_than=larger_than))
     return RowBlock(f.index, f.name, _empty(wanted), np.empty(0, dtype=np.int64), rejects)
 
 
