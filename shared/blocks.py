@@ -357,7 +357,7 @@ class BlockReader:
             again.eof = True
             exact = ExactRecords(again, dialect=dialect, name=f.name, errors=self._errors)
             return _block_of_records(f, exact.read(len(scan.data) + 1), wanted, expected)
-        controls = has_controls(scan.data)
+        controls = has_controls(scan)
         return RowBlock(f.index, f.name, frame, scan.lines[good], tuple(rejects), controls)
 
 

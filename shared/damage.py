@@ -11,6 +11,7 @@ line by line when the file ends inside it (``unterminated_quote``). Rejects are
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,12 +89,14 @@ def skipped(
     return [(first, "field_too_large", detail)]
 
 
-def has_controls(data: bytes) -> bool:
-    """Whether ``data`` holds a control character other than tab, CR and LF (C0, DEL, or
-    C1 in UTF-8: C2 80-9F): the mapper's clean-up is skipped for blocks without."""
-    a = np.frombuffer(data, dtype=np.uint8)
-    c0 = (a < 0x20) & (a != 9) & (a != 10) & (a != 13)
-    if c0.any() or (a == 0x7F).any():
+_C1 = re.compile(b"\xc2[\x80-\x9f]")
+
+
+def has_controls(scan: Scan) -> bool:
+    """Whether the block holds a control character other than tab, CR and LF (C0, found
+    by the record scan; DEL; or C1, in UTF-8 C2 80-9F): the mapper's clean-up is skipped
+    for blocks without. memchr-fast on clean data."""
+    data = scan.data
+    if scan.c0_controls or data.find(b"\x7f") >= 0:
         return True
-    lead = np.flatnonzero(a[:-1] == 0xC2)
-    return bool(((a[lead + 1] >= 0x80) & (a[lead + 1] <= 0x9F)).any()) if lead.size else False
+    return data.find(b"\xc2") >= 0 and _C1.search(data) is not None

@@ -88,12 +88,18 @@ class Scan:
     lines: np.ndarray
     fields: np.ndarray
     next_line: int  # the line the byte after the block is on
+    c0_controls: bool = True  # a C0 control character other than tab/CR/LF may be there
 
 
-def _line_ends(a: np.ndarray, eof: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of every line end (the ``\\n`` of ``\\r\\n``), and of the lone CRs."""
-    lf = np.flatnonzero(a == _LF)
-    cr = np.flatnonzero(a == _CR)
+def _line_ends(a: np.ndarray, eof: bool) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Positions of every line end (the ``\\n`` of ``\\r\\n``), of the lone CRs, and
+    whether there is a C0 control character other than tab, CR and LF (one pass over the
+    bytes finds all three: they are the bytes under 0x20)."""
+    low = np.flatnonzero(a < 0x20)
+    kinds = a[low]
+    lf = low[kinds == _LF]
+    cr = low[kinds == _CR]
+    controls = bool(((kinds != _LF) & (kinds != _CR) & (kinds != 9)).any())
     if cr.size:
         after = cr + 1
         inside = after < a.size
@@ -104,8 +110,8 @@ def _line_ends(a: np.ndarray, eof: bool) -> tuple[np.ndarray, np.ndarray]:
         lone[~inside] = eof
         lone_cr = cr[lone]
         if lone_cr.size:
-            return np.union1d(lf, lone_cr), lone_cr
-    return lf, cr[:0]
+            return np.union1d(lf, lone_cr), lone_cr, controls
+    return lf, cr[:0], controls
 
 
 def _boundaries(a: np.ndarray, ends: np.ndarray, quotes: np.ndarray | None) -> np.ndarray:
@@ -153,39 +159,34 @@ def scan_block(
 ) -> Step:
     """The whole records at the start of ``buffer`` (about ``target`` bytes of them)."""
     a = np.frombuffer(buffer, dtype=np.uint8)
-    ends, lone_cr = _line_ends(a, eof)
+    ends, lone_cr, controls = _line_ends(a, eof)
     quotes = np.flatnonzero(a == _QUOTE) if dialect.quoting else None
     limit = a.size if quotes is None else clean_prefix(a, quotes, dialect.byte)
     bounds = _boundaries(a, ends, quotes)
+
+    def table(ends_at: np.ndarray, used: int, *, tail: bool = False) -> Scan | None:
+        args = (ends, lone_cr, quotes, dialect, first_line, controls)
+        return _table(a, ends_at, *args, used, tail=tail)
+
     if limit < a.size:
         # Records before the one holding the undecidable quote are fine; csv.reader reads
         # from the start of that one.
         bounds = bounds[bounds < limit]
         used = int(bounds[-1]) + 1 if bounds.size else 0
-        return Step(
-            _table(a, bounds, ends, lone_cr, quotes, dialect, first_line, used), used, exact=True
-        )
+        return Step(table(bounds, used), used, exact=True)
     last = int(bounds[-1]) + 1 if bounds.size else 0
     if eof and a.size <= target and last < a.size:
         if quotes is not None and _open_at(quotes, a.size):
             # A quote still open at the end of the file: csv.reader says where it opened.
-            return Step(
-                _table(a, bounds, ends, lone_cr, quotes, dialect, first_line, last),
-                last,
-                exact=True,
-            )
+            return Step(table(bounds, last), last, exact=True)
         # The last record has no line end.
-        return Step(
-            _table(a, bounds, ends, lone_cr, quotes, dialect, first_line, a.size, tail=True), a.size
-        )
+        return Step(table(bounds, a.size, tail=True), a.size)
     cut = _cut(bounds, target)
     if cut is None:
         if eof:  # one open record runs to the end of the file, longer than target
             return Step(None, 0, exact=True)
         return Step(None, 0)
-    return Step(
-        _table(a, bounds[bounds < cut], ends, lone_cr, quotes, dialect, first_line, cut), cut
-    )
+    return Step(table(bounds[bounds < cut], cut), cut)
 
 
 def _cut(bounds: np.ndarray, target: int) -> int | None:
@@ -210,6 +211,7 @@ def _table(
     quotes: np.ndarray | None,
     dialect: CsvDialect,
     first_line: int,
+    controls: bool,
     used: int,
     *,
     tail: bool = False,
@@ -239,7 +241,7 @@ def _table(
         if fix.size:
             data = data.copy()
             data[fix] = _LF
-    return Scan(data.tobytes(), starts, content_ends, lines, fields, next_line)
+    return Scan(data.tobytes(), starts, content_ends, lines, fields, next_line, controls)
 
 
 def _field_counts(
@@ -411,7 +413,7 @@ def skip_record(source: ByteSource, *, quoting: bool) -> tuple[int, list[int], b
     open_ = False
     while True:
         a = np.frombuffer(source.buffer, dtype=np.uint8)
-        ends, _ = _line_ends(a, source.eof)
+        ends, _, _ = _line_ends(a, source.eof)
         # One line at a time is enough here: this runs only for damaged data.
         quotes = np.flatnonzero(a == _QUOTE) if quoting else np.empty(0, np.int64)
         before = np.searchsorted(quotes, ends) if quoting else np.zeros(ends.size, np.int64)
