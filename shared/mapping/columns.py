@@ -159,7 +159,7 @@ class BlockMapper:
             & ~(_col("email_ok") & _col("phone_ok") & _col("values_ok")),
         )
         rejects = [Reject(block.file_index, r.line, r.code, r.detail, "") for r in block.rejects]
-        missing = frame.filter(_col("missing"))
+        missing = frame.select("row", self._email, "missing").filter(_col("missing"))
         rejects += [
             Reject(
                 block.file_index,
@@ -172,7 +172,8 @@ class BlockMapper:
                 missing["row"].to_list(), missing[self._email].to_list(), strict=True
             )
         ]
-        slow = self._slow_rows(block, frame.filter(_col("slow"))["row"].to_numpy(), rejects)
+        slow_rows = frame.select(_col("row").filter(_col("slow"))).to_series().to_numpy()
+        slow = self._slow_rows(block, slow_rows, rejects)
         profiles = self._assemble(block, frame, slow, rejects)
         rejects.sort(key=lambda r: r.line)
         return MappedBlock(profiles, rejects, block.records)
@@ -225,7 +226,8 @@ class BlockMapper:
         n = frame.height
         if self._phone is None:
             return pl.Series([None] * n, dtype=pl.String), np.ones(n, dtype=bool)
-        rows = frame.filter(_col("phone_raw").is_not_null())
+        # Only the three columns: filtering the whole frame copies every column.
+        rows = frame.select("row", "phone_raw", "region").filter(_col("phone_raw").is_not_null())
         answers = self._phones.resolve(rows["phone_raw"], rows["region"])
         e164 = pl.Series([None] * n, dtype=pl.String)
         e164.scatter(rows["row"].to_numpy(), answers.e164)
