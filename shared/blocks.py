@@ -22,18 +22,12 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from shared.cdm import CdmEntity, CsvFormat
+from shared.damage import damaged_records, has_controls, skipped
 from shared.download import Prefetcher, text_codec, utf8_chunks
 from shared.engine import pl
 from shared.errors import InputError
-from shared.records import (
-    ByteSource,
-    CsvDialect,
-    ExactRecords,
-    Scan,
-    count_line_ends,
-    scan_block,
-    undecodable,
-)
+from shared.records import ByteSource, CsvDialect, ExactRecords, ExactResult, Scan, scan_block
+from shared.structure import check_partitions, header_difference
 
 if TYPE_CHECKING:
     from shared.segments import Snapshot
@@ -45,6 +39,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_BLOCK_BYTES = 2 * 1024 * 1024
 DEFAULT_CHUNK_SIZE = 2 * 1024 * 1024  # bytes per ranged GET
 _SCAN_MARGIN = 64 * 1024  # looked at past the target, to find the record that ends the block
+# A record that does not end within this is passed over and rejected, not held whole.
+MAX_RECORD_BYTES = 4 * 1024 * 1024
 
 
 def column_name(position: int) -> str:
@@ -71,6 +67,7 @@ class RowBlock:
     frame: pl.DataFrame
     lines: np.ndarray
     rejects: tuple[RecordReject, ...] = ()
+    controls: bool = True  # the rows may hold control characters (False: they do not)
 
     @property
     def records(self) -> int:
@@ -225,9 +222,12 @@ class BlockReader:
         if fmt.header:
             # The first record that is not a blank line (it may span lines).
             exact = ExactRecords(opened.source, dialect=_dialect(fmt), name=name)
-            records = exact.read(1)
-            if records:
-                opened.header = tuple(records[0][1])
+            result = exact.read(1)
+            if result.rejects or result.skip:
+                line = result.rejects[0][0] if result.rejects else opened.source.line
+                raise InputError("the header row cannot be read (damaged)", file=name, line=line)
+            if result.records:
+                opened.header = tuple(result.records[0][1])
         return opened
 
     def _attributes(self, name: str) -> tuple[str, ...]:
@@ -239,14 +239,46 @@ class BlockReader:
             )
         return self._entity.attributes
 
+    @property
+    def columns_from_header(self) -> bool:
+        """Whether the columns were read from a header row (whose cells may be data)."""
+        self.open()
+        return self._header_file is not None
+
+    def check_structure(self) -> None:
+        """Check every partition's header, or its first records' field count, against the
+        columns (one small read each); InputError for a structural problem. Call before
+        sending anything."""
+        snap = self._snapshot
+        check_partitions(
+            self._client,
+            snap.files,
+            snap.sizes,
+            snap.etags,
+            self._formats,
+            self._codecs,
+            self.columns,
+            reference=self._reference(),
+            model_names=self._model_names(),
+        )
+
+    def _reference(self) -> str:
+        return (
+            f"the header of {self._header_file}"
+            if self._header_file
+            else ("the model's attributes")
+        )
+
+    def _model_names(self) -> tuple[str, ...]:
+        # Shown only when the columns are the model's own names.
+        return () if self._header_file else self._entity.attributes
+
     def _check_header(self, opened: _OpenFile, columns: tuple[str, ...]) -> None:
         if opened.header is None or opened.header == columns:
             return
-        first = self._header_file or "the model's attributes"
+        difference = header_difference(columns, opened.header, names=self._model_names())
         raise InputError(
-            f"header differs from {first}: expected {list(columns)}, found {list(opened.header)}",
-            file=opened.name,
-            line=1,
+            f"header differs from {self._reference()}: {difference}", file=opened.name, line=1
         )
 
     # -- blocks of one file -----------------------------------------------------------
@@ -254,10 +286,16 @@ class BlockReader:
     def _file_blocks(self, f: _OpenFile, wanted: list[int], expected: int) -> Iterator[RowBlock]:
         dialect = _dialect(f.format)
         source, target = f.source, self._block_bytes
-        exact = ExactRecords(source, dialect=dialect, name=f.name, errors=self._errors)
+        exact = ExactRecords(
+            source,
+            dialect=dialect,
+            name=f.name,
+            errors=self._errors,
+            encoding=f.format.encoding,
+        )
         if dialect.byte < 0:  # a non-ASCII delimiter: csv.reader reads the whole file
             while not source.done:
-                yield _block_of_records(f, exact.read(target), wanted, expected)
+                yield from self._exact_blocks(f, exact, dialect, wanted, expected)
             return
         window = target + _SCAN_MARGIN
         while not source.done:
@@ -276,20 +314,40 @@ class BlockReader:
                 source.consume(step.used, step.scan.next_line)
                 yield self._fast_block(f, step.scan, dialect, wanted, expected)
             if step.exact:
-                yield _block_of_records(f, exact.read(target), wanted, expected)
-            # A record longer than the window: look further.
-            window = window * 2 if step.used == 0 and not step.exact else target + _SCAN_MARGIN
+                yield from self._exact_blocks(f, exact, dialect, wanted, expected)
+            elif step.used == 0 and window >= MAX_RECORD_BYTES:
+                # No record ends within the limit: pass over it without holding it.
+                yield _skipped(f, source, dialect, wanted, larger_than=MAX_RECORD_BYTES)
+            elif step.used == 0:
+                window *= 2  # a record longer than the window: look further
+                continue
+            window = target + _SCAN_MARGIN
+
+    def _exact_blocks(
+        self,
+        f: _OpenFile,
+        exact: ExactRecords,
+        dialect: CsvDialect,
+        wanted: list[int],
+        expected: int,
+    ) -> Iterator[RowBlock]:
+        """One block's worth of records read by csv.reader (and a record too large for it)."""
+        result = exact.read(self._block_bytes)
+        yield _block_of_records(f, result, wanted, expected)
+        if result.skip:
+            yield _skipped(f, f.source, dialect, wanted)
 
     def _fast_block(
         self, f: _OpenFile, scan: Scan, dialect: CsvDialect, wanted: list[int], expected: int
     ) -> RowBlock:
-        _check_utf8(scan, f.name)
-        good = scan.fields == expected
-        bad = ~good & (scan.fields != 0)  # 0 fields: a blank line, which is no record
-        rejects = tuple(
+        damaged = damaged_records(scan, dialect, f.format.encoding)
+        good = (scan.fields == expected) & ~damaged.mask
+        bad = ~good & ~damaged.mask & (scan.fields != 0)  # 0 fields: a blank line, no record
+        rejects = [
             RecordReject(line, "malformed_row", _count_error(expected, found))
             for line, found in zip(scan.lines[bad].tolist(), scan.fields[bad].tolist(), strict=True)
-        )
+        ]
+        rejects = sorted(rejects + [RecordReject(*r) for r in damaged.rejects])
         data = scan.data if good.all() else _only(scan, good)
         frame = _parse(data, dialect, wanted, expected) if good.any() else _empty(wanted)
         if frame.height != int(good.sum()):
@@ -299,7 +357,21 @@ class BlockReader:
             again.eof = True
             exact = ExactRecords(again, dialect=dialect, name=f.name, errors=self._errors)
             return _block_of_records(f, exact.read(len(scan.data) + 1), wanted, expected)
-        return RowBlock(f.index, f.name, frame, scan.lines[good], rejects)
+        controls = has_controls(scan)
+        return RowBlock(f.index, f.name, frame, scan.lines[good], tuple(rejects), controls)
+
+
+def _skipped(
+    f: _OpenFile,
+    source: ByteSource,
+    dialect: CsvDialect,
+    wanted: list[int],
+    *,
+    larger_than: int | None = None,
+) -> RowBlock:
+    """A record too large to read, passed over (see ``damage.skipped``)."""
+    rejects = tuple(RecordReject(*r) for r in skipped(source, dialect, larger_than=larger_than))
+    return RowBlock(f.index, f.name, _empty(wanted), np.empty(0, dtype=np.int64), rejects)
 
 
 def _dialect(fmt: CsvFormat) -> CsvDialect:
@@ -308,15 +380,6 @@ def _dialect(fmt: CsvFormat) -> CsvDialect:
 
 def _count_error(expected: int, found: int) -> str:
     return f"expected {expected} fields, found {found}"
-
-
-def _check_utf8(scan: Scan, name: str) -> None:
-    # Other error handlers than "strict" were applied when the bytes came in (download.py).
-    try:
-        scan.data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = int(scan.lines[0]) + count_line_ends(scan.data[: exc.start])
-        raise undecodable(exc, name, line) from exc
 
 
 def _only(scan: Scan, keep: np.ndarray) -> bytes:
@@ -346,20 +409,21 @@ def _empty(wanted: list[int]) -> pl.DataFrame:
 
 
 def _block_of_records(
-    f: _OpenFile, records: list[tuple[int, list[str]]], wanted: list[int], expected: int
+    f: _OpenFile, result: ExactResult, wanted: list[int], expected: int
 ) -> RowBlock:
-    rows = [(line, values) for line, values in records if len(values) == expected]
-    rejects = tuple(
+    rows = [(line, values) for line, values in result.records if len(values) == expected]
+    rejects = [
         RecordReject(line, "malformed_row", _count_error(expected, len(values)))
-        for line, values in records
+        for line, values in result.records
         if len(values) != expected
-    )
+    ]
+    rejects += [RecordReject(line, code, detail) for line, code, detail in result.rejects]
     frame = pl.DataFrame(
         {column_name(i): [values[i] for _, values in rows] for i in wanted},
         schema={column_name(i): pl.String for i in wanted},
     )
     lines = np.array([line for line, _ in rows], dtype=np.int64)
-    return RowBlock(f.index, f.name, frame, lines, rejects)
+    return RowBlock(f.index, f.name, frame, lines, tuple(sorted(rejects)))
 
 
 def partition_format(entity: CdmEntity, name: str) -> CsvFormat:

@@ -144,8 +144,9 @@ def utf8_chunks(
     """The file's content as UTF-8 byte chunks, without a leading byte-order mark.
 
     UTF-8 passes through untouched (the block reader checks it); another declared encoding,
-    or another ``errors`` handler than "strict", is transcoded here, and a byte that cannot
-    be decoded raises InputError naming the line.
+    or another ``errors`` handler than "strict", is transcoded here. With "strict", bytes
+    the codec cannot decode stay as they are (not UTF-8: the reader rejects their records);
+    only a codec that cannot even carry them (UTF-16 cut mid-character) raises InputError.
     """
     if name.lower().endswith(".gz"):
         chunks = _gunzip(chunks, name)
@@ -196,7 +197,11 @@ def _gunzip(chunks: Iterator[bytes], name: str) -> Iterator[bytes]:
 
 
 def _transcoded(chunks: Iterator[bytes], name: str, codec: str, errors: str) -> Iterator[bytes]:
-    decoder = codecs.getincrementaldecoder(codec)(errors)
+    # "strict": a byte the codec cannot decode is carried through as itself (surrogate
+    # escape), which is not UTF-8, so the block reader rejects its record as undecodable
+    # like any other.
+    escape = errors == "strict"
+    decoder = codecs.getincrementaldecoder(codec)("surrogateescape" if escape else errors)
     lines = 0
     first = True
     for chunk, final in _with_last(chunks):
@@ -215,7 +220,7 @@ def _transcoded(chunks: Iterator[bytes], name: str, codec: str, errors: str) -> 
         first = first and not text
         lines += text.count("\n")
         if text:
-            yield text.encode("utf-8")
+            yield text.encode("utf-8", "surrogateescape" if escape else "strict")
 
 
 def _with_last(chunks: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:

@@ -48,13 +48,17 @@ def open_source(container: object, definition: ExportDefinition) -> Source:
     snapshot = find_latest_snapshot(container, spec.folder, spec.segment)
     reader = BlockReader(container, snapshot, entity)
     try:
+        # Structure before sending: a mapped column that does not exist, or a partition
+        # whose header or field count differs, fails the run here.
         mapper = BlockMapper(
             definition.mapping,
             reader.columns,
             default_region=definition.options.phone_default_region,
             region_column=definition.options.phone_region_column,
             source=f"{spec.container}/{snapshot.prefix}",
-        )  # a mapped column that does not exist fails here, before any send
+            show_columns=not reader.columns_from_header,
+        )
+        reader.check_structure()
     except BaseException:
         reader.close()  # stops its download threads
         raise

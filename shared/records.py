@@ -31,15 +31,21 @@ import numpy as np
 from shared.errors import InputError
 
 __all__ = [
+    "FIELD_LIMIT",
+    "SURROGATES",
     "ByteSource",
     "CsvDialect",
     "ExactRecords",
+    "ExactResult",
     "Scan",
     "Step",
     "clean_prefix",
     "count_line_ends",
     "scan_block",
+    "skip_record",
     "undecodable",
+    "undecodable_detail",
+    "unterminated_detail",
 ]
 
 _LF, _CR, _QUOTE = 10, 13, 34
@@ -82,12 +88,18 @@ class Scan:
     lines: np.ndarray
     fields: np.ndarray
     next_line: int  # the line the byte after the block is on
+    c0_controls: bool = True  # a C0 control character other than tab/CR/LF may be there
 
 
-def _line_ends(a: np.ndarray, eof: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of every line end (the ``\\n`` of ``\\r\\n``), and of the lone CRs."""
-    lf = np.flatnonzero(a == _LF)
-    cr = np.flatnonzero(a == _CR)
+def _line_ends(a: np.ndarray, eof: bool) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Positions of every line end (the ``\\n`` of ``\\r\\n``), of the lone CRs, and
+    whether there is a C0 control character other than tab, CR and LF (one pass over the
+    bytes finds all three: they are the bytes under 0x20)."""
+    low = np.flatnonzero(a < 0x20)
+    kinds = a[low]
+    lf = low[kinds == _LF]
+    cr = low[kinds == _CR]
+    controls = bool(((kinds != _LF) & (kinds != _CR) & (kinds != 9)).any())
     if cr.size:
         after = cr + 1
         inside = after < a.size
@@ -98,8 +110,8 @@ def _line_ends(a: np.ndarray, eof: bool) -> tuple[np.ndarray, np.ndarray]:
         lone[~inside] = eof
         lone_cr = cr[lone]
         if lone_cr.size:
-            return np.union1d(lf, lone_cr), lone_cr
-    return lf, cr[:0]
+            return np.union1d(lf, lone_cr), lone_cr, controls
+    return lf, cr[:0], controls
 
 
 def _boundaries(a: np.ndarray, ends: np.ndarray, quotes: np.ndarray | None) -> np.ndarray:
@@ -147,39 +159,34 @@ def scan_block(
 ) -> Step:
     """The whole records at the start of ``buffer`` (about ``target`` bytes of them)."""
     a = np.frombuffer(buffer, dtype=np.uint8)
-    ends, lone_cr = _line_ends(a, eof)
+    ends, lone_cr, controls = _line_ends(a, eof)
     quotes = np.flatnonzero(a == _QUOTE) if dialect.quoting else None
     limit = a.size if quotes is None else clean_prefix(a, quotes, dialect.byte)
     bounds = _boundaries(a, ends, quotes)
+
+    def table(ends_at: np.ndarray, used: int, *, tail: bool = False) -> Scan | None:
+        args = (ends, lone_cr, quotes, dialect, first_line, controls)
+        return _table(a, ends_at, *args, used, tail=tail)
+
     if limit < a.size:
         # Records before the one holding the undecidable quote are fine; csv.reader reads
         # from the start of that one.
         bounds = bounds[bounds < limit]
         used = int(bounds[-1]) + 1 if bounds.size else 0
-        return Step(
-            _table(a, bounds, ends, lone_cr, quotes, dialect, first_line, used), used, exact=True
-        )
+        return Step(table(bounds, used), used, exact=True)
     last = int(bounds[-1]) + 1 if bounds.size else 0
     if eof and a.size <= target and last < a.size:
         if quotes is not None and _open_at(quotes, a.size):
             # A quote still open at the end of the file: csv.reader says where it opened.
-            return Step(
-                _table(a, bounds, ends, lone_cr, quotes, dialect, first_line, last),
-                last,
-                exact=True,
-            )
+            return Step(table(bounds, last), last, exact=True)
         # The last record has no line end.
-        return Step(
-            _table(a, bounds, ends, lone_cr, quotes, dialect, first_line, a.size, tail=True), a.size
-        )
+        return Step(table(bounds, a.size, tail=True), a.size)
     cut = _cut(bounds, target)
     if cut is None:
         if eof:  # one open record runs to the end of the file, longer than target
             return Step(None, 0, exact=True)
         return Step(None, 0)
-    return Step(
-        _table(a, bounds[bounds < cut], ends, lone_cr, quotes, dialect, first_line, cut), cut
-    )
+    return Step(table(bounds[bounds < cut], cut), cut)
 
 
 def _cut(bounds: np.ndarray, target: int) -> int | None:
@@ -204,6 +211,7 @@ def _table(
     quotes: np.ndarray | None,
     dialect: CsvDialect,
     first_line: int,
+    controls: bool,
     used: int,
     *,
     tail: bool = False,
@@ -233,7 +241,7 @@ def _table(
         if fix.size:
             data = data.copy()
             data[fix] = _LF
-    return Scan(data.tobytes(), starts, content_ends, lines, fields, next_line)
+    return Scan(data.tobytes(), starts, content_ends, lines, fields, next_line, controls)
 
 
 def _field_counts(
@@ -287,43 +295,83 @@ class ByteSource:
         self.line = next_line
 
 
+FIELD_LIMIT = 131_072  # characters in a field: csv.reader's limit, kept as the rule
+SURROGATES = re.compile("[\udc80-\udcff]")
+
+
+@dataclass(slots=True)
+class ExactResult:
+    """What :meth:`ExactRecords.read` read: rows as ``(line, values)``, records that are
+    not rows as ``(line, code, detail)``, and ``skip``: the source starts at a record too
+    large for csv.reader, for :func:`skip_record` to pass over."""
+
+    records: list[tuple[int, list[str]]]
+    rejects: list[tuple[int, str, str]]
+    skip: bool = False
+
+
 class ExactRecords:
     """Records read by ``csv.reader`` itself, from a :class:`ByteSource`.
 
     Used where quote parity cannot decide (see the module docstring). ``read(target)``
-    reads whole records until ``target`` bytes are used or the file ends and returns them
-    as ``(line, values)`` pairs, blank lines skipped as csv.reader does; the source then
-    starts at the next record, for the parity scan to take up again.
+    reads whole records until ``target`` bytes are used or the file ends, blank lines
+    skipped as csv.reader does; the source then starts at the next record, for the
+    parity scan to take up again. Damage becomes rejected records, never an error:
+    bytes that are not UTF-8 (``undecodable_row``), and a quote still open at the end of
+    the file (``unterminated_quote``: every line from the record's first to the end).
     """
 
     def __init__(
-        self, source: ByteSource, *, dialect: CsvDialect, name: str, errors: str = "strict"
+        self,
+        source: ByteSource,
+        *,
+        dialect: CsvDialect,
+        name: str,
+        errors: str = "strict",
+        encoding: str = "UTF-8",
     ) -> None:
         self._source = source
         self._dialect = dialect
         self._name = name
-        self._errors = errors
+        self._errors = "surrogateescape" if errors == "strict" else errors
+        self._encoding = encoding  # as the model names it, for reasons
 
-    def read(self, target: int) -> list[tuple[int, list[str]]]:
+    def read(self, target: int) -> ExactResult:
         source = self._source
-        records: list[tuple[int, list[str]]] = []
-        self._pos = 0
+        result = ExactResult([], [])
+        self._pos = self._record_pos = 0
         self._line = start = source.line
         self._open_at_end = False
-        for values in csv.reader(self._lines(), **self._dialect.reader_options()):
+        self._lines_of_record: list[int] = []  # its non-blank physical lines
+        reader = csv.reader(self._lines(), **self._dialect.reader_options())
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:  # a field over csv's limit: the record is too large
+                result.skip = True
+                source.consume(self._record_pos, start)
+                return result
             if self._open_at_end:
-                raise InputError(
-                    "quoted field not closed before the end of the file",
-                    file=self._name,
-                    line=start,
+                detail = (
+                    f"a quoted field opened on line {start} is not closed by the end of the file"
                 )
-            if values:
-                records.append((start, values))
-            start = self._line
+                result.rejects += [
+                    (line, "unterminated_quote", detail) for line in self._lines_of_record
+                ]
+            elif values:
+                bad = next((i for i, v in enumerate(values) if SURROGATES.search(v)), None)
+                if bad is None:
+                    result.records.append((start, values))
+                else:
+                    detail = undecodable_detail(bad, self._encoding)
+                    result.rejects.append((start, "undecodable_row", detail))
+            start, self._record_pos, self._lines_of_record = self._line, self._pos, []
             if self._pos >= target:
                 break
         source.consume(self._pos, self._line)
-        return records
+        return result
 
     def _lines(self) -> Iterator[str]:
         """Physical lines (line end kept), decoded; counts lines and bytes as it goes."""
@@ -342,15 +390,51 @@ class ExactRecords:
             end = found.end() if found is not None else len(source.buffer)
             raw = source.buffer[self._pos : end]
             self._pos = end
-            line = self._line
+            if raw.rstrip(b"\r\n"):
+                self._lines_of_record.append(self._line)
             self._line += 1
-            yield self._decode(raw, line)
+            yield raw.decode("utf-8", self._errors)
 
-    def _decode(self, raw: bytes, line: int) -> str:
-        try:
-            return raw.decode("utf-8", self._errors)
-        except UnicodeDecodeError as exc:
-            raise undecodable(exc, self._name, line) from exc
+
+def unterminated_detail(line: int) -> str:
+    return f"a quoted field opened on line {line} is not closed by the end of the file"
+
+
+def undecodable_detail(field: int, encoding: str = "UTF-8") -> str:
+    return f"bytes that are not valid {encoding} in field {field + 1}"
+
+
+def skip_record(source: ByteSource, *, quoting: bool) -> tuple[int, list[int], bool]:
+    """Pass over the record the source starts at, too large to read (streamed, never held
+    whole). Returns (its first line, its non-blank lines, whether the file ended inside
+    it: a quote left open); the source then starts at the next record."""
+    first = line = source.line
+    lines: list[int] = []
+    open_ = False
+    while True:
+        a = np.frombuffer(source.buffer, dtype=np.uint8)
+        ends, _, _ = _line_ends(a, source.eof)
+        # One line at a time is enough here: this runs only for damaged data.
+        quotes = np.flatnonzero(a == _QUOTE) if quoting else np.empty(0, np.int64)
+        before = np.searchsorted(quotes, ends) if quoting else np.zeros(ends.size, np.int64)
+        parity = (before + open_) & 1
+        starts = np.concatenate(([0], ends[:-1] + 1)) if ends.size else np.empty(0, np.int64)
+        blank = (ends - starts) <= np.where(a[np.maximum(ends - 1, 0)] == _CR, 1, 0)
+        closed = np.flatnonzero(parity == 0)
+        taken = int(closed[0]) + 1 if closed.size else ends.size
+        lines += [line + i for i in np.flatnonzero(~blank[:taken]).tolist()]
+        line += taken
+        if closed.size:
+            source.consume(int(ends[taken - 1]) + 1, line)
+            return first, lines, False
+        used = int(ends[-1]) + 1 if ends.size else 0
+        open_ = bool((int(np.searchsorted(quotes, used)) + open_) & 1) if quoting else False
+        source.consume(used, line)
+        if not source.more():
+            if source.buffer:  # a last line without a line end
+                lines.append(line)
+                source.consume(len(source.buffer), line + 1)
+            return first, lines, True
 
 
 def count_line_ends(data: bytes) -> int:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 from azure.storage.blob import ContainerClient
+
+from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("CustomerId", "Email", "FirstName", "Phone", "Country")
@@ -73,3 +76,52 @@ def definition_doc(
     for key, value in changes.items():
         doc[key] = value
     return doc
+
+
+def sandbox_settings(storage: str, klaviyo_url: str, *, state: str | None = None) -> Settings:
+    """App settings for a run against Azurite and a Klaviyo sandbox. The state container
+    is a new one unless named: it holds the sync state, which remembers what was sent."""
+    return Settings.from_env(
+        {
+            "AzureWebJobsStorage": storage,
+            "SEGMENTS_STORAGE": storage,
+            "STATE_CONTAINER": state or f"state-{uuid.uuid4().hex[:12]}",
+            "KLAVIYO_BASE_URL": klaviyo_url,
+        }
+    )
+
+
+def write_partitions(
+    container: ContainerClient,
+    files: list[str | bytes],
+    *,
+    header: bool,
+    columns: tuple[str, ...] = COLUMNS,
+    folder: str = FOLDER,
+    segment: str = SEGMENT,
+    stamp: str = "2026/11/01/0900",
+) -> list[str]:
+    """model.json + partitions ``<segment>_<n>.csv`` (text gets a BOM, bytes go as they
+    are); returns the blob names."""
+    prefix = f"{folder}/{segment}/{stamp}/"
+    names = [f"{prefix}{segment}_{n}.csv" for n in range(1, len(files) + 1)]
+    settings = {"$type": "CsvFormatSettings", "columnHeaders": header}
+    entity = {
+        "$type": "LocalEntity",
+        "name": segment,
+        "attributes": [{"name": c, "dataType": "string"} for c in columns],
+        "partitions": [
+            {
+                "name": name.rsplit("/", 1)[1],
+                "location": f"https://x.blob.core.windows.net/{container.container_name}/{name}",
+                "fileFormatSettings": settings,
+            }
+            for name in names
+        ],
+    }
+    model = {"name": "test", "version": "1.0", "entities": [entity]}
+    container.upload_blob(f"{folder}/model.json", json.dumps(model), overwrite=True)
+    for name, content in zip(names, files, strict=True):
+        data = content if isinstance(content, bytes) else b"\xef\xbb\xbf" + content.encode()
+        container.upload_blob(name, data, overwrite=True)
+    return names

@@ -21,7 +21,7 @@ from shared.keyvault import LocalApiKey
 from shared.retry import RetryPolicy
 from shared.runner import run_definition
 from shared.settings import Settings
-from tests.exports import ROOT
+from tests.exports import ROOT, sandbox_settings
 
 FOLDER = "CustomerInsights_sync/KlaviyoExport"
 SEGMENT = "Churners"
@@ -122,14 +122,7 @@ WRITES = ("POST /api/profile-bulk-import-jobs", REMOVE)
 
 def sync_settings(storage_connection_string: str, sandbox_url: str) -> Settings:
     """Settings for one test: the sandbox, and a state container (sync state) of its own."""
-    return Settings.from_env(
-        {
-            "AzureWebJobsStorage": storage_connection_string,
-            "SEGMENTS_STORAGE": storage_connection_string,
-            "STATE_CONTAINER": f"state-{uuid.uuid4().hex[:12]}",
-            "KLAVIYO_BASE_URL": sandbox_url,
-        }
-    )
+    return sandbox_settings(storage_connection_string, sandbox_url)
 
 
 def run(definition: dict[str, Any], settings: Settings, **options: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from shared.keyvault import LocalApiKey
 from shared.retry import RetryPolicy
 from shared.runner import run_definition
 from shared.settings import Settings
-from tests.exports import definition_doc, write_small_export
+from tests.exports import definition_doc, sandbox_settings, write_small_export
 
 LIST_ID = "Y6nRLr"
 FAST_RETRY = RetryPolicy(max_attempts=12, backoff=0.02, max_backoff=0.2, rng=random.Random(5))
@@ -28,14 +28,7 @@ FAST_RETRY = RetryPolicy(max_attempts=12, backoff=0.02, max_backoff=0.2, rng=ran
 
 @pytest.fixture
 def settings(storage_connection_string, klaviyo_sandbox) -> Settings:
-    return Settings.from_env(
-        {
-            "AzureWebJobsStorage": storage_connection_string,
-            "SEGMENTS_STORAGE": storage_connection_string,
-            "STATE_CONTAINER": f"state-{uuid.uuid4().hex[:12]}",  # sync state per test
-            "KLAVIYO_BASE_URL": klaviyo_sandbox.url,
-        }
-    )
+    return sandbox_settings(storage_connection_string, klaviyo_sandbox.url)
 
 
 def run(definition, settings, *, key="pk_test_sandbox", **kwargs):

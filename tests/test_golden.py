@@ -28,6 +28,7 @@ from shared.runner import klaviyo_factory, segments_container
 from shared.runs import BlobRunStore
 from shared.settings import Settings
 from shared.state import open_state
+from tests.exports import sandbox_settings
 from tests.golden import ROWS, definition_doc, write_golden_fixture
 
 GOLDEN = Path(__file__).with_name("golden_data_plane.json")
@@ -56,19 +57,12 @@ class HashingTransport(httpx.AsyncBaseTransport):
 
 @pytest.fixture
 def settings(storage_connection_string, klaviyo_sandbox) -> Settings:
-    return Settings.from_env(
-        {
-            "AzureWebJobsStorage": storage_connection_string,
-            "SEGMENTS_STORAGE": storage_connection_string,
-            "STATE_CONTAINER": "state",
-            "KLAVIYO_BASE_URL": klaviyo_sandbox.url,
-        }
-    )
+    return sandbox_settings(storage_connection_string, klaviyo_sandbox.url)
 
 
-def _rejected_digest(blob_service, report) -> tuple[int, str]:
+def _rejected_digest(blob_service, report, settings) -> tuple[int, str]:
     data = (
-        blob_service.get_container_client("state")
+        blob_service.get_container_client(settings.state_container)
         .download_blob(report["rejected_rows_blob"])
         .readall()
         .decode("utf-8")
@@ -102,7 +96,7 @@ def test_the_data_plane_reproduces_the_golden_payloads_and_rejected_rows(
         options=RunOptions(max_in_flight=1),
     )
     report = asyncio.run(run.execute())
-    rejected, rejected_sha = _rejected_digest(blob_service, report)
+    rejected, rejected_sha = _rejected_digest(blob_service, report, settings)
     observed = {
         "rows": report["rows"],
         "rejected_by_reason": report["rejected_by_reason"],

@@ -13,7 +13,8 @@ from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from devtools.sample_export import _BAD_PHONES, _PHONES
 from shared.engine import pl
 from shared.mapping import phones
-from shared.mapping.phone_columns import PhoneColumns, first_digits
+from shared.mapping.phone_columns import PhoneColumns
+from shared.mapping.phone_patterns import first_digits
 from tests.golden import _PHONES as TRAP_PHONES
 from tests.test_profiles import _phone_samples
 

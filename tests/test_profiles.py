@@ -529,10 +529,24 @@ def test_coordinates_are_numbers(mapper):
 # --- columns ---------------------------------------------------------------------------------
 
 
-def test_missing_mapped_column_is_an_input_error():
+def test_missing_mapped_column_names_positions_not_the_header_cells():
+    # The columns may come from a header row that is really data: none is quoted.
     columns = [c if c != "Phone" else "phone" for c in COLUMNS]
     with pytest.raises(InputError) as caught:
         ProfileMapper(definition().mapping, columns, source="vip_1.csv")
+    error = caught.value
+    assert error.field == "mapping.phone_number"
+    assert error.detail == (
+        f"mapped column 'Phone' (mapping.phone_number) is not among the segment's "
+        f"{len(columns)} columns, read from its header row (not shown: the first row may be "
+        "data); the closest name is column 3"
+    )
+
+
+def test_missing_mapped_column_lists_the_models_columns():
+    columns = [c if c != "Phone" else "phone" for c in COLUMNS]
+    with pytest.raises(InputError) as caught:
+        ProfileMapper(definition().mapping, columns, source="vip_1.csv", show_columns=True)
     error = caught.value
     assert error.field == "mapping.phone_number"
     assert error.file == "vip_1.csv"
@@ -567,3 +581,40 @@ def test_reject_codes_are_stable_strings():
         "invalid_location",
         "profile_too_large",
     ]
+
+
+# --- what is not sent as it stands ------------------------------------------------------------
+
+
+def test_control_characters_are_removed_from_string_values(mapper):
+    profile = mapper.to_profile(
+        row(FirstName="An\x00n\x7fe\x9f", LastName="tab\there", City="\x00\x01", Company=" \x0b ")
+    )
+    assert profile.attributes["first_name"] == "Anne"
+    assert profile.attributes["last_name"] == "tab\there"  # tab, CR and LF stay
+    assert "location" not in profile.attributes  # only control characters: empty
+    assert "organization" not in profile.attributes
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["\ufb01le@example.com", "\uff41\uff42@example.com", "x\u00b2@example.com", "\u24b6@x.com"],
+)
+def test_compatibility_forms_in_the_local_part_are_refused_not_merged(mapper, raw):
+    # emval's NFKC would send "file@example.com", "ab@...": another person's mailbox.
+    error = rejected(mapper, row(Email=raw))
+    assert error.code == RejectCode.INVALID_EMAIL
+    assert "Unicode normalisation would turn it into another address" in error.detail
+    assert raw not in error.detail
+
+
+@pytest.mark.parametrize(
+    ("raw", "same_as"),
+    [
+        ("\u212aelvin@example.com", "kelvin@example.com"),  # KELVIN SIGN: canonically K
+        ("e\u0301mile@example.fr", "\u00e9mile@example.fr"),  # decomposed accent
+        ("user@\uff45xample.com", "user@example.com"),  # the domain follows IDNA's mapping
+    ],
+)
+def test_canonical_equivalents_are_the_same_address(mapper, raw, same_as):
+    assert mapper.to_profile(row(Email=raw)).email == same_as

@@ -77,8 +77,12 @@ class _Field:
     kind: str  # "string", "number", "boolean", "date", "latitude", "longitude"
 
 
-def _strip(column: str) -> pl.Expr:
+def _strip(column: str, *, controls: bool = False) -> pl.Expr:
+    """A string value as ``clean_text`` makes it (null when empty); ``controls``: the
+    block may hold control characters, to be removed."""
     value = _col(column).str.strip_chars(PY_WHITESPACE)
+    if controls:
+        value = value.str.replace_all(typed.CONTROLS, "").str.strip_chars(PY_WHITESPACE)
     return pl.when(value != "").then(value)
 
 
@@ -103,8 +107,11 @@ class BlockMapper:
         default_region: str | None = None,
         region_column: str | None = None,
         source: str | None = None,
+        show_columns: bool = False,
     ) -> None:
-        index = mapped_positions(mapping, columns, region_column=region_column, source=source)
+        index = mapped_positions(
+            mapping, columns, region_column=region_column, source=source, show_columns=show_columns
+        )
         self.positions = tuple(sorted(set(index.values())))
         names = [columns[p] for p in self.positions]
         self._rows = ProfileMapper(
@@ -152,7 +159,7 @@ class BlockMapper:
             & ~(_col("email_ok") & _col("phone_ok") & _col("values_ok")),
         )
         rejects = [Reject(block.file_index, r.line, r.code, r.detail, "") for r in block.rejects]
-        missing = frame.filter(_col("missing"))
+        missing = frame.select("row", self._email, "missing").filter(_col("missing"))
         rejects += [
             Reject(
                 block.file_index,
@@ -165,7 +172,8 @@ class BlockMapper:
                 missing["row"].to_list(), missing[self._email].to_list(), strict=True
             )
         ]
-        slow = self._slow_rows(block, frame.filter(_col("slow"))["row"].to_numpy(), rejects)
+        slow_rows = frame.select(_col("row").filter(_col("slow"))).to_series().to_numpy()
+        slow = self._slow_rows(block, slow_rows, rejects)
         profiles = self._assemble(block, frame, slow, rejects)
         rejects.sort(key=lambda r: r.line)
         return MappedBlock(profiles, rejects, block.records)
@@ -178,7 +186,8 @@ class BlockMapper:
         raw = _col(self._email).str.strip_chars(PY_WHITESPACE)
         first = [pl.when(raw != "").then(raw).alias("email")]
         for f in (*self._top, *self._location, *self._properties):
-            first.append(_strip(f.column).alias(f"v_{f.column}"))
+            controls = block.controls and f.kind == "string"
+            first.append(_strip(f.column, controls=controls).alias(f"v_{f.column}"))
         if self._phone is not None:
             first.append(_strip(self._phone).alias("phone_raw"))
             first.append(self._regions(block).alias("region"))
@@ -217,7 +226,8 @@ class BlockMapper:
         n = frame.height
         if self._phone is None:
             return pl.Series([None] * n, dtype=pl.String), np.ones(n, dtype=bool)
-        rows = frame.filter(_col("phone_raw").is_not_null())
+        # Only the three columns: filtering the whole frame copies every column.
+        rows = frame.select("row", "phone_raw", "region").filter(_col("phone_raw").is_not_null())
         answers = self._phones.resolve(rows["phone_raw"], rows["region"])
         e164 = pl.Series([None] * n, dtype=pl.String)
         e164.scatter(rows["row"].to_numpy(), answers.e164)

@@ -9,6 +9,7 @@ length checks, so that a block's addresses are decided in the engine.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -71,6 +72,16 @@ def checked_email(email: str) -> str:
     if "." not in result.domain_name:
         # Valid by RFC 5321 but refused by Klaviyo (and undeliverable in practice).
         detail = f"{mask_email(email)}: the domain has no dot"
+        raise RowRejected(RejectCode.INVALID_EMAIL, detail, field="mapping.email")
+    if result.local_part != unicodedata.normalize("NFC", email.rpartition("@")[0]):
+        # emval folds the local part with NFKC: the ligature U+FB01 in "\ufb01le" or the
+        # full-width U+FF41 in "\uff41b" would make it "file" or "ab": another mailbox.
+        # Canonical equivalents (NFC: composed and decomposed accents, the Kelvin sign)
+        # are the same address; compatibility forms are not: refused, not merged.
+        detail = (
+            f"{mask_email(email)}: Unicode normalisation would turn it into another address "
+            "(compatibility characters such as full-width letters or ligatures)"
+        )
         raise RowRejected(RejectCode.INVALID_EMAIL, detail, field="mapping.email")
     return result.normalized  # type: ignore[no-any-return]
 

@@ -19,7 +19,7 @@ from shared.errors import InputError
 from shared.mapping.emails import checked_email, is_plain_email
 from shared.mapping.phones import REGIONS, to_e164
 from shared.mapping.rejects import RejectCode, RowRejected
-from shared.mapping.values import CONVERTERS, COORDINATE_RANGE, shown, to_number
+from shared.mapping.values import CONVERTERS, COORDINATE_RANGE, clean_text, shown, to_number
 
 __all__ = ["MappedProfile", "ProfileMapper", "column_index", "mapped_positions"]
 
@@ -68,8 +68,11 @@ class ProfileMapper:
         default_region: str | None = None,
         region_column: str | None = None,
         source: str | None = None,
+        show_columns: bool = False,
     ) -> None:
-        index = mapped_positions(mapping, columns, region_column=region_column, source=source)
+        index = mapped_positions(
+            mapping, columns, region_column=region_column, source=source, show_columns=show_columns
+        )
         self._default_region = default_region
         self._region = index.get("options.phone_region_column")
         self._email = index["mapping.email"]
@@ -127,12 +130,12 @@ class ProfileMapper:
             else:
                 attributes["phone_number"] = phone
         for field, i in self._strings:
-            if value := values[i].strip():
+            if value := clean_text(values[i]):
                 attributes[field] = value
         if self._location or self._coordinates:
             location: dict[str, Any] = {}
             for field, i in self._location:
-                if value := values[i].strip():
+                if value := clean_text(values[i]):
                     location[field] = value
             for field, i in self._coordinates:
                 if value := values[i].strip():
@@ -142,7 +145,7 @@ class ProfileMapper:
         if self._plain_properties or self._typed_properties:
             properties: dict[str, Any] = {}
             for name, i in self._plain_properties:
-                if value := values[i].strip():
+                if value := clean_text(values[i]):
                     properties[name] = value
             for name, i, convert in self._typed_properties:
                 if value := values[i].strip():
@@ -180,39 +183,63 @@ def _coordinate(field: str, value: str) -> float:
 
 
 def mapped_positions(
-    mapping: MappingSpec, columns: Sequence[str], *, region_column: str | None, source: str | None
+    mapping: MappingSpec,
+    columns: Sequence[str],
+    *,
+    region_column: str | None,
+    source: str | None,
+    show_columns: bool = False,
 ) -> dict[str, int]:
     """Definition field path -> position in ``columns`` of every column the mapping reads."""
     wanted = mapping.mapped_columns()
     if region_column is not None:
         wanted["options.phone_region_column"] = region_column
-    return column_index(wanted, columns, source)
+    return column_index(wanted, columns, source, show_columns=show_columns)
 
 
 def column_index(
-    wanted: dict[str, str], columns: Sequence[str], source: str | None
+    wanted: dict[str, str],
+    columns: Sequence[str],
+    source: str | None,
+    *,
+    show_columns: bool = False,
 ) -> dict[str, int]:
-    """Definition field path -> column position; InputError for a column not there."""
+    """Definition field path -> column position; InputError for a column not there.
+
+    ``show_columns``: the names may be quoted in the error (they are the model's); names
+    read from a header row are not, for that "header" may be a row of data.
+    """
     positions: dict[str, int] = {}
     for i, name in enumerate(columns):
         positions.setdefault(name, i)  # a repeated header: the first one wins
     index = {}
     for field, column in wanted.items():
         if column not in positions:
-            raise InputError(
-                _missing_column_message(field, column, columns), file=source, field=field
-            )
+            message = _missing_column_message(field, column, columns, show_columns)
+            raise InputError(message, file=source, field=field)
         index[field] = positions[column]
     return index
 
 
-def _missing_column_message(field: str, column: str, columns: Sequence[str]) -> str:
+def _missing_column_message(
+    field: str, column: str, columns: Sequence[str], show_columns: bool
+) -> str:
+    by_lower: dict[str, int] = {}
+    for i, name in enumerate(columns):
+        by_lower.setdefault(name.lower(), i)
+    close = difflib.get_close_matches(column.lower(), list(by_lower), n=1, cutoff=0.75)
+    if not show_columns:
+        message = (
+            f"mapped column {column!r} ({field}) is not among the segment's {len(columns)} "
+            "columns, read from its header row (not shown: the first row may be data)"
+        )
+        if close:
+            message += f"; the closest name is column {by_lower[close[0]] + 1}"
+        return message
     shown = ", ".join(repr(c) for c in columns[:8])
     if len(columns) > 8:
         shown += f", ... ({len(columns)} columns)"
     message = f"mapped column {column!r} ({field}) is not among the segment's columns: {shown}"
-    by_lower = {c.lower(): c for c in columns}
-    close = difflib.get_close_matches(column.lower(), list(by_lower), n=1, cutoff=0.75)
     if close:
-        message += f"; did you mean {by_lower[close[0]]!r}?"
+        message += f"; did you mean {columns[by_lower[close[0]]]!r}?"
     return message

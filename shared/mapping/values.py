@@ -8,7 +8,30 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any, Final
 
-__all__ = ["CONVERTERS", "COORDINATE_RANGE", "shown", "to_date", "to_number"]
+__all__ = [
+    "CONTROLS",
+    "CONVERTERS",
+    "COORDINATE_RANGE",
+    "clean_text",
+    "shown",
+    "to_date",
+    "to_number",
+]
+
+# Control characters (Unicode Cc) other than tab and the line ends: NUL and the like are
+# never text a person meant; they are removed from string values before they are sent
+# (tab, CR and LF stay: multi-line addresses and notes use them). A value that is only
+# such characters is empty, and so left out.
+CONTROLS: Final = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+_CONTROLS: Final = re.compile(CONTROLS)
+
+
+def clean_text(value: str) -> str:
+    """A string value as sent: stripped, without control characters."""
+    value = value.strip()
+    if value.isprintable() or not _CONTROLS.search(value):  # the cheap test first
+        return value
+    return _CONTROLS.sub("", value).strip()
 
 
 # --- typed values -----------------------------------------------------------------------
