@@ -9,7 +9,6 @@ import io
 import json
 import random
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 

@@ -6,7 +6,6 @@ import asyncio
 import csv
 import io
 import random
-import uuid
 
 import httpx
 import orjson

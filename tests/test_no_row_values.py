@@ -16,8 +16,10 @@ import logging
 import azure.functions as func
 import pytest
 
+from shared.auth import PRINCIPAL_HEADER
 from tests import test_function_app as function_app_tests
 from tests.exports import definition_doc, write_partitions
+from tests.fixtures_app import admin_header
 
 # The function app's fixtures (settings, Azurite, sandbox, Key Vault stand-in), by name.
 app_env = function_app_tests.app_env
@@ -50,7 +52,7 @@ def http(entry_points, name, method, route, *, body=None):
         route_params=route,
         params={},
         body=json.dumps(body).encode() if body is not None else b"",
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", PRINCIPAL_HEADER: admin_header()},
     )
     response = entry_points[name](request)
     return response.status_code, response.get_body().decode()
