@@ -61,17 +61,24 @@ class SettledJob:
     batch: Batch
     job: ImportJob
     failed: set[int] = field(default_factory=set)
+    submitted_ms: int = 0  # this process's clock when it sent the job (0: an earlier attempt)
 
     @property
     def cancelled(self) -> bool:
         return self.job.status == "cancelled"
+
+    @property
+    def created_at_ms(self) -> int:
+        """When Klaviyo created the job (its clock), else when it was sent, else 0."""
+        return self.job.created_at_ms or self.submitted_ms
 
 
 @dataclass(slots=True)
 class _Tracked:
     batch: Batch
     job_id: str
-    submitted_at: float
+    submitted_at: float  # monotonic, for the job deadline
+    submitted_ms: int = 0  # wall clock, epoch ms
 
 
 class ImportJobs:
@@ -123,6 +130,7 @@ class ImportJobs:
                 self._resume(batch, saved)
                 return
             removed: list[list[Any]] = []
+            sent_ms = int(time.time() * 1000)
             job = await self._create(batch, removed)
             if job is None:
                 return
@@ -130,7 +138,7 @@ class ImportJobs:
             self._tally.profiles_submitted += len(batch)
             batch.release_payload()
             await self._checkpoint.accept(batch.index, job.id, len(batch), removed)
-            self._track(batch, job.id)
+            self._track(batch, job.id, sent_ms)
         finally:
             slots.release()
 
@@ -184,8 +192,8 @@ class ImportJobs:
         self._tally.profiles_submitted += len(batch)
         self._track(batch, saved["job_id"])
 
-    def _track(self, batch: Batch, job_id: str) -> None:
-        self._pending.append(_Tracked(batch, job_id, time.monotonic()))
+    def _track(self, batch: Batch, job_id: str, sent_ms: int = 0) -> None:
+        self._pending.append(_Tracked(batch, job_id, time.monotonic(), sent_ms))
         self._pending_changed.set()
 
     # -- polling ------------------------------------------------------------------------
@@ -218,7 +226,7 @@ class ImportJobs:
     async def _settle(self, tracked: _Tracked, job: ImportJob) -> None:
         """Book a finished job: counts, and each failed profile traced to its row."""
         tally, batch = self._tally, tracked.batch
-        settled = SettledJob(batch, job)
+        settled = SettledJob(batch, job, submitted_ms=tracked.submitted_ms)
         if settled.cancelled:
             tally.jobs_cancelled += 1
             reason = f"Klaviyo cancelled import job {job.id}"

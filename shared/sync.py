@@ -116,7 +116,9 @@ class SyncRun:
         keys = np.frombuffer(job.batch.hashes, dtype=np.uint64)
         if job.failed:
             keys = np.delete(keys, sorted(job.failed))
-        self._confirmed.append((keys.copy(), job.job.created_at_ms))
+        # Klaviyo's created_at is what joined_group_at is compared with later; a job
+        # whose answer lacks it falls back to when this process sent it.
+        self._confirmed.append((keys.copy(), job.created_at_ms))
 
     def judge(self) -> GuardVerdict:
         """The guard's verdict, once the whole snapshot is classified."""
