@@ -38,3 +38,19 @@ def test_the_key_is_xxh3_of_the_utf8_address_stable_across_processes():
     assert email_hash("zoë@example.com") == xxhash.xxh3_64_intdigest("zoë@example.com".encode())
     # Pinned: the sync state persists these keys, so they must never change.
     assert email_hash("a@example.com") == xxhash.xxh3_64_intdigest(b"a@example.com")
+
+
+def test_runs_stop_growing_at_the_cap_and_still_answer_like_a_set():
+    rng = np.random.default_rng(11)
+    seen, reference = SeenKeys(run_cap=4_000), set()
+    for _ in range(100):
+        block = rng.integers(0, 60_000, size=500, dtype=np.uint64)
+        expected, inside = [], set()
+        for k in block.tolist():
+            expected.append(k not in reference and k not in inside)
+            inside.add(k)
+        reference |= inside
+        assert seen.first_seen(block).tolist() == expected
+    assert max(run.size for run in seen._runs) <= 4_000
+    assert all(np.all(np.diff(run.astype(np.int64)) != 0) for run in seen._runs)
+    assert seen.nbytes == 8 * len(reference)
