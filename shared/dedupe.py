@@ -5,8 +5,11 @@ processes (the sync state persists the same keys). Two different addresses share
 key with probability ~n²/2⁶⁵ (3e-8 at a million), far below any other source of loss.
 
 They are kept as a few sorted numpy runs (8 bytes per address, 8 MB at a million), merged
-as they grow so that there are never more than about log₂(n / block) of them: a block's
-keys are looked up in each run with ``searchsorted``, with no Python per address.
+as they grow so that there are never more than about log₂(n / block) of them below
+``run_cap`` keys: a block's keys are looked up in each run with ``searchsorted``, with no
+Python per address. The cap bounds what a merge needs beside the keys themselves (the
+merged run and half of it for the sort): without it, at 10M addresses the last big merge
+needed ~100 MB for a moment on top of the 77 MB the keys take.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from shared.profileblock import email_key
 
 __all__ = ["SeenKeys", "email_hash"]
 
+RUN_CAP = 1 << 22  # keys in a merged run: 32 MB (lookups cost no more than one run at 10M)
+
 
 def email_hash(email: str) -> int:
     """The dedupe key of a normalised address (the ProfileBlock's ``keys``)."""
@@ -26,11 +31,12 @@ def email_hash(email: str) -> int:
 class SeenKeys:
     """Remembers keys; :meth:`first_seen` says which of a block's are new."""
 
-    __slots__ = ("_count", "_runs")
+    __slots__ = ("_cap", "_count", "_runs")
 
-    def __init__(self) -> None:
+    def __init__(self, *, run_cap: int = RUN_CAP) -> None:
         self._runs: list[np.ndarray] = []  # sorted, unique, largest first
         self._count = 0
+        self._cap = run_cap
 
     def __len__(self) -> int:
         return self._count
@@ -69,11 +75,21 @@ class SeenKeys:
             return
         self._count += run.size
         self._runs.append(run)
-        # Merge while the newest run is at least half the one before it: sizes halve
-        # down the list, so there are O(log n) runs and each key is merged O(log n) times.
-        while len(self._runs) > 1 and self._runs[-1].size * 2 >= self._runs[-2].size:
-            newer = self._runs.pop()
-            older = self._runs.pop()
-            merged = np.concatenate((older, newer))
-            merged.sort(kind="stable")
-            self._runs.append(merged)
+        # Merge while the newest run is at least half the one before it (and the two fit
+        # in the cap): sizes halve down the list, so below the cap there are O(log n) runs
+        # and each key is merged O(log n) times; above it, n / cap more runs to look in.
+        runs = self._runs
+        while (
+            len(runs) > 1
+            and runs[-1].size * 2 >= runs[-2].size
+            and runs[-1].size + runs[-2].size <= self._cap
+        ):
+            newer = runs.pop()
+            runs.append(_merge(runs.pop(), newer))
+
+
+def _merge(older: np.ndarray, newer: np.ndarray) -> np.ndarray:
+    """Two sorted runs as one (timsort merges two sorted stretches in one linear pass)."""
+    merged = np.concatenate((older, newer))
+    merged.sort(kind="stable")
+    return merged
