@@ -159,24 +159,16 @@ def _settle_snapshot(
 
 
 def check_definition(definition: ExportDefinition, settings: Settings) -> str:
-    """Find the snapshot and map its columns without sending anything; a one-line summary."""
-    from shared.cdm import load_cdm
-    from shared.profiles import ProfileMapper
-    from shared.segments import SegmentReader, find_latest_snapshot
+    """Find the snapshot and check its structure and mapping as a run would before it
+    sends anything (every partition's header or field count, every mapped column);
+    nothing is sent. A one-line summary."""
+    from shared.reading import open_source
 
-    container = segments_container(definition, settings)
-    source = definition.source
-    entity = load_cdm(container, source.folder).entity(source.segment)
-    snapshot = find_latest_snapshot(container, source.folder, source.segment)
-    with SegmentReader(container, snapshot, entity) as reader:
-        columns = reader.columns
-    ProfileMapper(
-        definition.mapping,
-        columns,
-        default_region=definition.options.phone_default_region,
-        region_column=definition.options.phone_region_column,
-        source=f"{source.container}/{snapshot.prefix}",
-    )
+    source = open_source(segments_container(definition, settings), definition)
+    try:
+        snapshot, columns = source.snapshot, source.reader.columns
+    finally:
+        source.close()
     consent = "" if definition.connection.privacy_consent else " (no privacy consent: will not run)"
     return (
         f"snapshot {snapshot.prefix} ({len(snapshot.files)} files), "

@@ -12,7 +12,7 @@ from shared.definitions import parse_definition
 from shared.errors import InputError
 from shared.keyvault import LocalApiKey
 from shared.retry import RetryPolicy
-from shared.runner import run_definition
+from shared.runner import check_definition, run_definition
 from shared.settings import Settings
 from tests.exports import definition_doc, sandbox_settings, write_partitions
 
@@ -150,3 +150,15 @@ def test_damage_inside_files_rejects_rows_and_the_run_goes_on(
     assert ",20001,undecodable_row," in rejected
     assert ",51,field_too_large," in rejected
     assert ",72,unterminated_quote," in rejected and ",75,unterminated_quote," in rejected
+
+
+def test_validate_checks_the_same_structure_as_a_run(container, settings, klaviyo_sandbox):
+    wrong = "".join(f"{i},person{i}@example.com,+31612345678\r\n" for i in range(50))
+    write(container, [rows(1, 100), wrong], header=False)
+    doc = definition_doc(container.container_name, folder=FOLDER, segment=SEGMENT)
+    doc["mapping"] = {"email": "Email", "phone_number": "Phone", "first_name": "FirstName"}
+    with pytest.raises(InputError) as caught:
+        check_definition(parse_definition(doc), settings)
+    assert caught.value.file.endswith(f"{SEGMENT}_2.csv")
+    assert "person" not in str(caught.value)
+    assert sent_nothing(klaviyo_sandbox)
