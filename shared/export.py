@@ -270,6 +270,10 @@ class ExportRun:
                 await queue.put(batch)
         finally:
             await queue.put(None)
+        # Read to the end: its downloads and buffers go now, before removals and the
+        # next sync state need memory of their own.
+        assert self._source is not None
+        self._source.close()
         self.tally.unchanged = self.sync.rows_unchanged
         self.sync.judge()
         if await asyncio.to_thread(self._snapshot_changed):
