@@ -27,6 +27,7 @@ from shared.batches import Batch
 from shared.checkpoint import RunCheckpoint
 from shared.definitions import ExportDefinition
 from shared.errors import ConsentError, first_cause
+from shared.failures import describe_failure
 from shared.fingerprint import list_snapshot_folder, listing_of, snapshot_changes
 from shared.importjobs import ImportJobs, JobOptions
 from shared.klaviyo import KlaviyoClient
@@ -388,7 +389,7 @@ class ExportRun:
 
 
 def _describe(error: BaseException) -> str:
+    """Why the run stopped, as the report says it: one line, no secret, no row value."""
     if isinstance(error, asyncio.CancelledError):
         return "the run was cancelled"
-    text = str(error)
-    return text if text else type(error).__name__
+    return describe_failure(error)
