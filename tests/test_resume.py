@@ -4,7 +4,6 @@ sent again, and every profile still reaches the list."""
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 
 import orjson
@@ -13,13 +12,17 @@ from azure.core.exceptions import ResourceNotFoundError
 from devtools.klaviyo_sandbox import RateLimit
 from devtools.sample_export import write_sample_export
 from shared.definitions import parse_definition
-from shared.keyvault import LocalApiKey
-from shared.retry import RetryPolicy
-from shared.service import Services, start_run
-from shared.settings import Settings
+from shared.service import start_run
 from shared.worker import execute_run
 from tests.exports import definition_doc
-from tests.killing import kill, start_worker_child, take_message, wait_for, worker_env
+from tests.killing import (
+    kill,
+    start_worker_child,
+    take_message,
+    wait_for,
+    worker_env,
+    worker_services,
+)
 
 LIST_ID = "Y6nRLr"
 
@@ -33,13 +36,7 @@ def test_killed_run_resumes_without_resending_accepted_jobs(
         segments, folder="CI/K", segment="Vips", rows=35_000, partitions=2
     )
     env = worker_env(storage_connection_string, klaviyo_sandbox.url)
-    services = Services.from_settings(
-        Settings.from_env(env),
-        provider=LocalApiKey("pk_test_sandbox"),
-        lock_seconds=15,
-        client_kwargs={"retry": RetryPolicy(backoff=0.02, max_backoff=0.2, rng=random.Random(1))},
-        run_options={"poll_interval": 0.05},
-    )
+    services = worker_services(env)
     services.definitions.put(parse_definition(definition_doc(container, folder="CI/K")))
     run_id, queued = start_run(services, "vip-customers")
     assert queued
