@@ -85,10 +85,12 @@ def _cpu(usage: resource.struct_rusage) -> float:
 
 
 class TreeMemory:
-    """Samples the memory of a process and all its descendants; keeps the peak sum."""
+    """Samples the memory of a process and all its descendants (``tree=False``: the
+    process alone); keeps the peak sum."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *, tree: bool = True) -> None:
         self._root = psutil.Process(pid)
+        self._tree = tree
         self.peak_mb = 0.0
         self.measure = "PSS"
         self._stop = threading.Event()
@@ -109,7 +111,8 @@ class TreeMemory:
 
     def _sample(self) -> float:
         try:
-            processes = [self._root, *self._root.children(recursive=True)]
+            children = self._root.children(recursive=True) if self._tree else []
+            processes = [self._root, *children]
         except psutil.NoSuchProcess:
             return 0.0
         total = 0

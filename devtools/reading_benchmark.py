@@ -41,16 +41,19 @@ def _tick() -> float:
     return os.sysconf("SC_CLK_TCK")
 
 
+_LAST_SEEN: dict[int, float] = {}  # a thread's CPU when last read (it may have ended since)
+
+
 def _thread_cpu(native_ids: set[int]) -> float:
-    """CPU seconds of the given threads of this process (Linux /proc)."""
-    total = 0
+    """CPU seconds of the given threads of this process (Linux /proc), counting a thread
+    that has ended with what it had used when last seen."""
     for tid in native_ids:
         try:
             fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / _tick()
+        _LAST_SEEN[tid] = (int(fields[11]) + int(fields[12])) / _tick()
+    return sum(_LAST_SEEN.get(tid, 0.0) for tid in native_ids)
 
 
 def _download_threads() -> set[int]:
@@ -136,7 +139,7 @@ def read_once(connection_string: str) -> dict[str, Any]:
     payload_bytes = 0
     started = time.perf_counter()
     cpu_started = time.process_time()
-    with TreeMemory(os.getpid()) as peak:
+    with TreeMemory(os.getpid(), tree=False) as peak:  # Azurite is a child: not counted
         source = open_source(container, _definition())
         seen, packer = SeenKeys(), Packer("Y6nRLr")
         blocks = source.reader.blocks(source.mapper.positions)
