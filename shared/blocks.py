@@ -405,7 +405,7 @@ def _parse(data: bytes, dialect: CsvDialect, wanted: list[int], expected: int) -
         missing_columns="insert",
         extra_columns="ignore",
         truncate_ragged_lines=True,
-    )
+    ).rechunk()
 
 
 def _empty(wanted: list[int]) -> pl.DataFrame:
