@@ -38,6 +38,7 @@ from azure.storage.blob import BlobServiceClient
 
 from devtools.local import ROOT, cpu_seconds, local_settings, stack
 from devtools.sample_export import write_sample_export
+from devtools.threadcpu import ThreadCpu
 
 FOLDER = "CustomerInsights_bench/KlaviyoExport"
 SEGMENT = "BenchSegment"
@@ -62,7 +63,8 @@ def child(definition_path: str) -> None:
     definition = parse_definition(Path(definition_path).read_bytes(), source=definition_path)
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
-    report = asyncio.run(run_definition(definition, Settings.from_env()))
+    with ThreadCpu() as threads:
+        report = asyncio.run(run_definition(definition, Settings.from_env()))
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
     print(
@@ -75,6 +77,7 @@ def child(definition_path: str) -> None:
                 "cpu_total": _cpu(after),
                 "cpu_imports": _cpu(before) - _cpu(imported),
                 "peak_rss_self_mb": after.ru_maxrss / 1024,
+                "cpu_threads": threads.seconds(),
             }
         )
     )
@@ -85,10 +88,12 @@ def _cpu(usage: resource.struct_rusage) -> float:
 
 
 class TreeMemory:
-    """Samples the memory of a process and all its descendants; keeps the peak sum."""
+    """Samples the memory of a process and all its descendants (``tree=False``: the
+    process alone); keeps the peak sum."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *, tree: bool = True) -> None:
         self._root = psutil.Process(pid)
+        self._tree = tree
         self.peak_mb = 0.0
         self.measure = "PSS"
         self._stop = threading.Event()
@@ -109,7 +114,8 @@ class TreeMemory:
 
     def _sample(self) -> float:
         try:
-            processes = [self._root, *self._root.children(recursive=True)]
+            children = self._root.children(recursive=True) if self._tree else []
+            processes = [self._root, *children]
         except psutil.NoSuchProcess:
             return 0.0
         total = 0
@@ -191,6 +197,12 @@ def _line(result: dict[str, Any]) -> str:
     )
 
 
+def _threads(result: dict[str, Any]) -> str:
+    rows = result["report"]["rows"]["read"] or 1
+    seconds = sorted(result["cpu_threads"].items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {1e6 * cpu / rows:.2f}" for name, cpu in seconds)
+
+
 _HEADER = (
     "      rows | prt |    wall | profiles/s | CPU µs/row run | +start | tree peak | jobs "
     "| 429s | sent / expected        | accnt | CPU s sandbox/Azurite | load avg"
@@ -203,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", default="1,3,8", help="comma-separated counts")
     parser.add_argument("--phone-share", type=float, default=0.95)
     parser.add_argument("--ten-million", action="store_true", help="also 10M rows, 3 partitions")
+    parser.add_argument(
+        "--threads", action="store_true", help="also the exporter's CPU by kind of thread"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -224,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(_HEADER, flush=True)
     for case in cases:
-        print(_line(_one(case, args.phone_share)), flush=True)
+        result = _one(case, args.phone_share)
+        print(_line(result), flush=True)
+        if args.threads:
+            print(f"{'':>17}CPU µs/row by thread: {_threads(result)}", flush=True)
     return 0
 
 

@@ -55,30 +55,33 @@ class RemovedProfile:
 class Batch:
     """One import job's worth of profiles.
 
-    The serialised profiles live in one growing buffer, comma-separated, with their start
-    offsets: a million small ``bytes`` objects would cost more memory than the data. The
-    first :meth:`payload` turns the buffer into the request body and keeps only that: a
-    job waiting for the rate limiter or its response holds one copy, not two.
+    The serialised profiles are kept as the block's own ``bytes`` objects until the
+    first :meth:`payload`, which joins them into the request body in one copy and keeps
+    only that: a job waiting for the rate limiter or its response holds one copy, not
+    two. (Appending each block's parts to a growing buffer, then adding the envelope,
+    copied every byte three times.)
     """
 
     __slots__ = (
         "_body",
-        "_buffer",
         "_head",
+        "_parts",
+        "_size",
+        "_sizes",
         "_tail",
         "files",
         "hashes",
         "index",
         "lines",
-        "starts",
     )
 
     def __init__(self, index: int, list_id: str) -> None:
         self.index = index
         self._head, self._tail = envelope(list_id)
-        self._buffer = bytearray()
+        self._parts: list[bytes] | None = []
+        self._sizes = array("I")  # each part's byte length
+        self._size = 0  # the parts with the commas between them
         self._body: bytes | None = None
-        self.starts = array("I")
         self.files = array("H")
         self.lines = array("I")
         self.hashes = array("Q")
@@ -89,18 +92,17 @@ class Batch:
     @property
     def nbytes(self) -> int:
         """The size of the payload this batch serialises to."""
-        if self._body is not None:
-            return len(self._body)
-        return len(self._head) + len(self._buffer) + len(self._tail)
+        return len(self._head) + self._size + len(self._tail)
 
-    def _editable(self) -> bytearray:
-        """The buffer, taken back from the request body if one was made."""
-        if self._body is not None:
-            self._buffer = bytearray(
-                self._body[len(self._head) : len(self._body) - len(self._tail)]
-            )
-            self._body = None
-        return self._buffer
+    def _editable(self) -> list[bytes]:
+        """The parts, cut back out of the request body if one was made."""
+        if self._parts is None:
+            body, at, parts = self._body or b"", len(self._head), []
+            for size in self._sizes:
+                parts.append(body[at : at + size])
+                at += size + 1
+            self._parts, self._body = parts, None
+        return self._parts
 
     def fits(self, part_size: int) -> bool:
         """Whether one more profile of ``part_size`` bytes stays within the job limits."""
@@ -125,70 +127,55 @@ class Batch:
 
     def extend(self, block: ProfileBlock, start: int, stop: int) -> None:
         """Add the block's profiles ``start:stop`` (they must fit, see :meth:`room`)."""
-        parts = block.parts[start:stop]
-        if not parts:
+        if stop <= start:
             return
-        buffer = self._editable()
-        if buffer:
-            buffer += b","
-        base = len(buffer)
-        sizes = block.sizes[start:stop] + 1
-        self.starts.frombytes(
-            (base + np.concatenate(([0], np.cumsum(sizes[:-1])))).astype(np.uint32).tobytes()
-        )
-        buffer += b",".join(parts)
+        sizes = block.sizes[start:stop]
+        self._editable().extend(block.parts[start:stop])
+        self._size += int(sizes.sum()) + (stop - start) - (0 if len(self) else 1)
+        self._sizes.frombytes(sizes.astype(np.uint32).tobytes())
         self.files.frombytes(block.files[start:stop].astype(np.uint16).tobytes())
         self.lines.frombytes(block.lines[start:stop].astype(np.uint32).tobytes())
         self.hashes.frombytes(block.keys[start:stop].astype(np.uint64).tobytes())
 
     def add(self, part: bytes, file_index: int, line: int, email_hash: int) -> None:
-        buffer = self._editable()
-        if buffer:
-            buffer += b","
-        self.starts.append(len(buffer))
-        buffer += part
+        self._editable().append(part)
+        self._size += len(part) + (1 if len(self) else 0)
+        self._sizes.append(len(part))
         self.files.append(file_index)
         self.lines.append(line)
         self.hashes.append(email_hash)
 
     def payload(self) -> bytes:
-        """The request body (made once; the buffer is dropped for it)."""
+        """The request body (made once; the parts are dropped for it)."""
         if self._body is None:
-            self._body = b"".join((self._head, self._buffer, self._tail))
-            self._buffer = bytearray()
+            parts = self._editable()
+            if not parts:
+                self._body = self._head + self._tail
+            elif len(parts) == 1:
+                self._body = self._head + parts[0] + self._tail
+            else:
+                # One join, the envelope riding on the first and last part.
+                ends = [self._head + parts[0], *parts[1:-1], parts[-1] + self._tail]
+                self._body = b",".join(ends)
+            self._parts = None
         return self._body
-
-    def _span(self, position: int) -> tuple[int, int]:
-        start = self.starts[position]
-        end = self.starts[position + 1] - 1 if position + 1 < len(self.starts) else None
-        return start, len(self._buffer) if end is None else end
 
     def remove(self, position: int) -> RemovedProfile:
         """Take the profile at ``position`` out (Klaviyo refused it); later ones shift down."""
-        self._editable()
-        start, end = self._span(position)
-        part = bytes(self._buffer[start:end])
+        parts = self._editable()
+        part = parts.pop(position)
         email = (orjson.loads(part).get("attributes") or {}).get("email") or ""
         removed = RemovedProfile(self.files[position], self.lines[position], email)
-        # Cut the part and one neighbouring comma (the following one, or for the last part
-        # the preceding one).
-        if end < len(self._buffer):
-            cut_from, cut_to = start, end + 1
-        else:
-            cut_from, cut_to = max(0, start - 1), end
-        del self._buffer[cut_from:cut_to]
-        shift = cut_to - cut_from
-        del self.starts[position]
-        for i in range(position, len(self.starts)):
-            self.starts[i] -= shift
+        self._size -= len(part) + (1 if parts else 0)
+        del self._sizes[position]
         del self.files[position], self.lines[position], self.hashes[position]
         return removed
 
     def release_payload(self) -> None:
         """Drop the serialised profiles once Klaviyo holds them; keep the origins."""
-        self._buffer = bytearray()
-        self._body = None
-        self.starts = array("I")
+        self._parts, self._body = [], None
+        self._sizes = array("I")
+        self._size = 0
 
     def position_of(self, email_hash: int) -> int | None:
         try:
@@ -202,7 +189,11 @@ class Batch:
 
 class Packer:
     """Cuts ProfileBlocks into batches: ``pack(block)`` gives the batches it fills, and
-    ``flush()`` the last one. Batch indexes count from ``first_index``."""
+    ``flush()`` the last one. Batch indexes count from ``first_index``.
+
+    Each batch comes with its request body already made (:meth:`Batch.payload`): the
+    packer runs in the reading thread, and the join of 5 MB is work the event loop,
+    which sends and polls the jobs, should not do."""
 
     def __init__(self, list_id: str, *, first_index: int = 0) -> None:
         self._list_id = list_id
@@ -227,8 +218,12 @@ class Packer:
     def flush(self) -> Batch | None:
         """The last batch, if it holds any profile."""
         batch = self._batch
-        return batch if len(batch) else None
+        if not len(batch):
+            return None
+        batch.payload()
+        return batch
 
     def _next(self) -> Batch:
         full, self._batch = self._batch, Batch(self._batch.index + 1, self._list_id)
+        full.payload()
         return full

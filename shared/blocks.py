@@ -68,6 +68,9 @@ class RowBlock:
     lines: np.ndarray
     rejects: tuple[RecordReject, ...] = ()
     controls: bool = True  # the rows may hold control characters (False: they do not)
+    # Per row: its record holds no byte a JSON string must escape (backslash, quote,
+    # control character); None: not known, escape every row.
+    plain: np.ndarray | None = None
 
     @property
     def records(self) -> int:
@@ -358,7 +361,8 @@ class BlockReader:
             exact = ExactRecords(again, dialect=dialect, name=f.name, errors=self._errors)
             return _block_of_records(f, exact.read(len(scan.data) + 1), wanted, expected)
         controls = has_controls(scan)
-        return RowBlock(f.index, f.name, frame, scan.lines[good], tuple(rejects), controls)
+        plain = scan.plain[good] if scan.plain is not None else None
+        return RowBlock(f.index, f.name, frame, scan.lines[good], tuple(rejects), controls, plain)
 
 
 def _skipped(
@@ -401,7 +405,7 @@ def _parse(data: bytes, dialect: CsvDialect, wanted: list[int], expected: int) -
         missing_columns="insert",
         extra_columns="ignore",
         truncate_ragged_lines=True,
-    )
+    ).rechunk()
 
 
 def _empty(wanted: list[int]) -> pl.DataFrame:

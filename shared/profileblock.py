@@ -64,13 +64,16 @@ class ProfileBlock:
     lines: np.ndarray
     phone_dropped: np.ndarray
     parts: list[bytes]
+    part_sizes: np.ndarray | None = None  # the parts' byte lengths, when already known
 
     def __len__(self) -> int:
         return len(self.parts)
 
     @property
     def sizes(self) -> np.ndarray:
-        """Byte length of each part."""
+        """Byte length of each part (int64)."""
+        if self.part_sizes is not None:
+            return self.part_sizes
         return np.fromiter(map(len, self.parts), np.int64, len(self.parts))
 
     def select(self, keep: np.ndarray) -> ProfileBlock:
@@ -86,6 +89,7 @@ class ProfileBlock:
             lines=self.lines[keep],
             phone_dropped=self.phone_dropped[keep],
             parts=list(itertools.compress(self.parts, keep.tolist())),
+            part_sizes=None if self.part_sizes is None else self.part_sizes[keep],
         )
 
     @classmethod

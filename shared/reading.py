@@ -3,8 +3,9 @@
     open_source()   model.json / manifest, the newest snapshot, its columns and the
                     mapping checked against them: a structural problem fails here,
                     before anything is sent
-    batches()       BlockReader.blocks() -> BlockMapper.map() -> run-wide dedupe ->
-                    ``to_send`` (the sync plan keeps joiners, changed, retried) -> Packer
+    batches()       BlockReader.blocks() (a block ahead, in its own thread) ->
+                    BlockMapper.map() -> run-wide dedupe -> ``to_send`` (the sync
+                    plan keeps joiners, changed, retried) -> Packer
 
 Everything here blocks (downloads, the engine); the run calls it from a worker thread.
 """
@@ -22,6 +23,7 @@ from shared.definitions import ExportDefinition
 from shared.importjobs import RejectRow
 from shared.mapping.columns import BlockMapper
 from shared.profileblock import ProfileBlock
+from shared.readahead import ReadAhead
 from shared.report import RunTally
 from shared.segments import Snapshot, find_latest_snapshot
 
@@ -75,19 +77,22 @@ def batches(
 ) -> Iterator[Batch]:
     """The import jobs of the snapshot, in input order (so a resume packs the same ones)."""
     seen, packer, mapper = SeenKeys(), Packer(list_id), source.mapper
-    for block in source.reader.blocks(mapper.positions):
-        mapped = mapper.map(block)
-        tally.rows_read += mapped.records
-        for r in mapped.rejects:
-            reject(r.file_index, r.line, r.code, r.detail, r.email, after_submit=False)
-        profiles = mapped.profiles
-        fresh = seen.first_seen(profiles.keys)
-        tally.duplicates += len(profiles) - int(fresh.sum())
-        profiles = profiles.select(fresh)
-        tally.phones_dropped += int(profiles.phone_dropped.sum())
-        profiles = to_send(profiles)
-        tally.profiles_packed += len(profiles)
-        yield from packer.pack(profiles)
+    # The reader runs a block ahead in its own thread, so reading and mapping overlap.
+    # The reader runs a block ahead in its own thread, so reading and mapping overlap.
+    with ReadAhead(source.reader.blocks(mapper.positions), name="block-reader") as blocks:
+        for block in blocks:
+            mapped = mapper.map(block)
+            tally.rows_read += mapped.records
+            for r in mapped.rejects:
+                reject(r.file_index, r.line, r.code, r.detail, r.email, after_submit=False)
+            profiles = mapped.profiles
+            fresh = seen.first_seen(profiles.keys)
+            tally.duplicates += len(profiles) - int(fresh.sum())
+            profiles = profiles.select(fresh)
+            tally.phones_dropped += int(profiles.phone_dropped.sum())
+            profiles = to_send(profiles)
+            tally.profiles_packed += len(profiles)
+            yield from packer.pack(profiles)
     last = packer.flush()
     if last is not None:
         yield last

@@ -48,7 +48,7 @@ __all__ = [
     "unterminated_detail",
 ]
 
-_LF, _CR, _QUOTE = 10, 13, 34
+_LF, _CR, _QUOTE, _BACKSLASH = 10, 13, 34, 92
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
@@ -89,12 +89,15 @@ class Scan:
     fields: np.ndarray
     next_line: int  # the line the byte after the block is on
     c0_controls: bool = True  # a C0 control character other than tab/CR/LF may be there
+    # Per record: no byte inside it that a JSON string must escape (a control character,
+    # a line end inside quotes, a backslash, a quote that is data); None: not known.
+    plain: np.ndarray | None = None
 
 
-def _line_ends(a: np.ndarray, eof: bool) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Positions of every line end (the ``\\n`` of ``\\r\\n``), of the lone CRs, and
-    whether there is a C0 control character other than tab, CR and LF (one pass over the
-    bytes finds all three: they are the bytes under 0x20)."""
+def _line_ends(a: np.ndarray, eof: bool) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
+    """Positions of every line end (the ``\\n`` of ``\\r\\n``), of the lone CRs, whether
+    there is a C0 control character other than tab, CR and LF, and every byte under 0x20
+    (one pass over the bytes finds them all)."""
     low = np.flatnonzero(a < 0x20)
     kinds = a[low]
     lf = low[kinds == _LF]
@@ -110,8 +113,8 @@ def _line_ends(a: np.ndarray, eof: bool) -> tuple[np.ndarray, np.ndarray, bool]:
         lone[~inside] = eof
         lone_cr = cr[lone]
         if lone_cr.size:
-            return np.union1d(lf, lone_cr), lone_cr, controls
-    return lf, cr[:0], controls
+            return np.union1d(lf, lone_cr), lone_cr, controls, low
+    return lf, cr[:0], controls, low
 
 
 def _boundaries(a: np.ndarray, ends: np.ndarray, quotes: np.ndarray | None) -> np.ndarray:
@@ -159,13 +162,13 @@ def scan_block(
 ) -> Step:
     """The whole records at the start of ``buffer`` (about ``target`` bytes of them)."""
     a = np.frombuffer(buffer, dtype=np.uint8)
-    ends, lone_cr, controls = _line_ends(a, eof)
+    ends, lone_cr, controls, low = _line_ends(a, eof)
     quotes = np.flatnonzero(a == _QUOTE) if dialect.quoting else None
     limit = a.size if quotes is None else clean_prefix(a, quotes, dialect.byte)
     bounds = _boundaries(a, ends, quotes)
 
     def table(ends_at: np.ndarray, used: int, *, tail: bool = False) -> Scan | None:
-        args = (ends, lone_cr, quotes, dialect, first_line, controls)
+        args = (ends, lone_cr, quotes, dialect, first_line, controls, low)
         return _table(a, ends_at, *args, used, tail=tail)
 
     if limit < a.size:
@@ -212,6 +215,7 @@ def _table(
     dialect: CsvDialect,
     first_line: int,
     controls: bool,
+    low: np.ndarray,
     used: int,
     *,
     tail: bool = False,
@@ -241,7 +245,39 @@ def _table(
         if fix.size:
             data = data.copy()
             data[fix] = _LF
-    return Scan(data.tobytes(), starts, content_ends, lines, fields, next_line, controls)
+    block = data.tobytes()
+    plain = _plain(a[:used], block, starts, content_ends, low, quotes)
+    return Scan(block, starts, content_ends, lines, fields, next_line, controls, plain)
+
+
+def _plain(
+    a: np.ndarray,
+    data: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    low: np.ndarray,
+    quotes: np.ndarray | None,
+) -> np.ndarray:
+    """Per record: whether no byte in its content needs a JSON escape. Conservative: a
+    control character or line end anywhere inside it, a backslash, two quotes side by
+    side (a quote in a quoted value, or an empty quoted value) or, where quotes do not
+    quote, any quote at all."""
+    suspects = [low[low < a.size]]
+    if quotes is None:
+        if data.find(b'"') >= 0:
+            suspects.append(np.flatnonzero(a == _QUOTE))
+    elif quotes.size > 1:
+        inside = quotes[quotes < a.size]
+        suspects.append(inside[1:][np.diff(inside) == 1])
+    if data.find(b"\\") >= 0:
+        suspects.append(np.flatnonzero(a == _BACKSLASH))
+    at = np.concatenate(suspects)
+    plain = np.ones(starts.size, dtype=bool)
+    if at.size and starts.size:
+        owner = np.searchsorted(starts, at, side="right") - 1
+        inside = (owner >= 0) & (at < ends[np.maximum(owner, 0)])
+        plain[owner[inside]] = False
+    return plain
 
 
 def _field_counts(
@@ -413,7 +449,7 @@ def skip_record(source: ByteSource, *, quoting: bool) -> tuple[int, list[int], b
     open_ = False
     while True:
         a = np.frombuffer(source.buffer, dtype=np.uint8)
-        ends, _, _ = _line_ends(a, source.eof)
+        ends, _, _, _ = _line_ends(a, source.eof)
         # One line at a time is enough here: this runs only for damaged data.
         quotes = np.flatnonzero(a == _QUOTE) if quoting else np.empty(0, np.int64)
         before = np.searchsorted(quotes, ends) if quoting else np.zeros(ends.size, np.int64)

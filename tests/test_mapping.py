@@ -7,6 +7,7 @@ writes) must give what ``ProfileMapper`` + orjson give, on data full of edge cas
 from __future__ import annotations
 
 import random
+import re
 import sys
 
 import numpy as np
@@ -91,7 +92,21 @@ def _expected(mapper: ProfileMapper, rows: list[list[str]], email_at: int):
     return parts, sorted(rejects)
 
 
-def _mapped(mapper: BlockMapper, rows: list[list[str]], block_rows: int):
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_ESCAPED = re.compile('[\\\\"\x00-\x1f]')
+
+
+def _flags(chunk: list[list[str]]) -> tuple[bool, np.ndarray]:
+    """What the block reader says of these rows: any control character, and per row
+    whether no value holds a character JSON must escape."""
+    controls = any(_CONTROL.search(v) for row in chunk for v in row)
+    plain = np.array([not any(_ESCAPED.search(v) for v in row) for row in chunk], dtype=bool)
+    return controls, plain
+
+
+def _mapped(mapper: BlockMapper, rows: list[list[str]], block_rows: int, *, flags: bool = False):
+    """The block mapper's profiles and rejects; ``flags``: with the reader's flags (no
+    control characters, rows that need no escapes), else the cautious defaults."""
     parts, rejects = [], []
     for start in range(0, len(rows), block_rows):
         chunk = rows[start : start + block_rows]
@@ -100,7 +115,8 @@ def _mapped(mapper: BlockMapper, rows: list[list[str]], block_rows: int):
             schema={column_name(p): pl.String for p in mapper.positions},
         )
         lines = np.arange(start + 1, start + len(chunk) + 1, dtype=np.int64)
-        result = mapper.map(RowBlock(0, "f.csv", frame, lines))
+        controls, plain = _flags(chunk) if flags else (True, None)
+        result = mapper.map(RowBlock(0, "f.csv", frame, lines, controls=controls, plain=plain))
         block = result.profiles
         assert block.keys.tolist() == [xxhash.xxh3_64_intdigest(e.encode()) for e in
                                        block.emails.to_list()]  # fmt: skip
@@ -159,14 +175,17 @@ def _wide_rows(count: int, seed: int) -> list[list[str]]:
     return rows
 
 
+@pytest.mark.parametrize("flags", [False, True])
 @pytest.mark.parametrize(("block_rows", "count"), [(3, 150), (257, 2500), (5000, 5000)])
-def test_wide_mapping_gives_the_row_by_row_profiles_and_rejects(block_rows, count):
+def test_wide_mapping_gives_the_row_by_row_profiles_and_rejects(block_rows, count, flags):
     definition = _definition(WIDE_MAPPING)
     options = {"default_region": "US", "region_column": "Country"}
     rows = _wide_rows(count, seed=block_rows)
+    if flags and block_rows == 257:  # blocks without any control character
+        rows = [[_CONTROL.sub("", v) for v in row] for row in rows]
     block = BlockMapper(definition.mapping, WIDE_COLUMNS, **options)
     row = ProfileMapper(definition.mapping, WIDE_COLUMNS, **options)
-    got = _mapped(block, rows, block_rows)
+    got = _mapped(block, rows, block_rows, flags=flags)
     expected = _expected(row, rows, WIDE_COLUMNS.index("Email"))
     assert got == expected
     # Both outcomes are exercised, and rows of both paths (engine, row by row).
@@ -185,7 +204,7 @@ def test_the_benchmark_rows_give_the_row_by_row_profiles():
     maker = _RowMaker(9, dirty=True, phone_share=0.95)
     rows = [maker.row(i) for i in range(8000)]
     options = {"default_region": "US", "region_column": "Country"}
-    got = _mapped(BlockMapper(definition.mapping, columns, **options), rows, 3000)
+    got = _mapped(BlockMapper(definition.mapping, columns, **options), rows, 3000, flags=True)
     expected = _expected(ProfileMapper(definition.mapping, columns, **options), rows, 1)
     assert got == expected
 
@@ -209,6 +228,14 @@ def test_a_missing_column_is_the_row_mappers_error():
 
 def test_python_whitespace_is_what_str_strip_removes():
     assert set(PY_WHITESPACE) == {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
+
+
+def test_the_engines_own_strip_is_pythons_but_for_the_controls_it_lacks():
+    # Blocks without control characters strip with the engine's own (faster) set.
+    candidates = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    stripped = pl.Series([f"{c}x{c}" for c in candidates]).str.strip_chars().to_list()
+    engine = {c for c, s in zip(candidates, stripped, strict=True) if s == "x"}
+    assert engine == set(PY_WHITESPACE) - set("\x1c\x1d\x1e\x1f")
 
 
 def test_the_engines_plain_address_check_is_the_row_one():

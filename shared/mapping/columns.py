@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -30,23 +30,27 @@ from shared.definitions import PROFILE_FIELDS, MappingSpec
 from shared.engine import pl
 from shared.mapping import values as typed
 from shared.mapping.emails import plain_email
-from shared.mapping.phone_columns import PhoneColumns
+from shared.mapping.phone_columns import (
+    PHONE_PADDED,
+    PHONE_SIZE,
+    PhoneAnswers,
+    PhoneColumns,
+    phone_stages,
+)
 from shared.mapping.phones import REGIONS
+from shared.mapping.profilejson import Field, ProfileJson, SlowRows, json_string
 from shared.mapping.rejects import RejectCode, RowRejected
 from shared.mapping.rows import ProfileMapper, mapped_positions
-from shared.profileblock import ProfileBlock, email_keys, part_hashes
+from shared.profileblock import ProfileBlock
 
-__all__ = ["PY_WHITESPACE", "BlockMapper", "MappedBlock", "Reject"]
+__all__ = ["PY_WHITESPACE", "BlockMapper", "MappedBlock", "Reject", "json_string"]
 
 # str.strip()'s set: Rust's char::is_whitespace lacks \x1c-\x1f (tests/test_mapping.py).
 PY_WHITESPACE = (
     "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
     "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
-MAX_PROFILE_BYTES = 100_000  # Klaviyo's limit per profile (decimal, a margin on "KB")
-# orjson's escapes: the two that must be, and every control character.
-_ESCAPED = ["\\", '"', *map(chr, range(32))]
-_ESCAPES = [orjson.dumps(c).decode()[1:-1] for c in _ESCAPED]
+_ESCAPED_SHARE = 8  # rows that need escapes go row by row when at most 1 in this many
 _col = pl.col
 
 
@@ -70,25 +74,16 @@ class MappedBlock:
     records: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Field:
-    key: str  # the JSON key, as orjson writes it (quoted)
-    column: str  # in the block's frame
-    kind: str  # "string", "number", "boolean", "date", "latitude", "longitude"
-
-
-def _strip(column: str, *, controls: bool = False) -> pl.Expr:
+def _strip(
+    column: str, *, controls: bool = False, whitespace: str | None = PY_WHITESPACE
+) -> pl.Expr:
     """A string value as ``clean_text`` makes it (null when empty); ``controls``: the
-    block may hold control characters, to be removed."""
-    value = _col(column).str.strip_chars(PY_WHITESPACE)
+    block may hold control characters, to be removed; ``whitespace``: the characters to
+    strip (None: Rust's whitespace, which is Python's but for \\x1c-\\x1f, and faster)."""
+    value = _col(column).str.strip_chars(whitespace)
     if controls:
         value = value.str.replace_all(typed.CONTROLS, "").str.strip_chars(PY_WHITESPACE)
     return pl.when(value != "").then(value)
-
-
-def json_string(value: pl.Expr) -> pl.Expr:
-    """``value`` as a JSON string literal, escaped as orjson escapes it."""
-    return pl.concat_str(pl.lit('"'), value.str.replace_many(_ESCAPED, _ESCAPES), pl.lit('"'))
 
 
 class BlockMapper:
@@ -128,53 +123,58 @@ class BlockMapper:
         self._phone = at.get("mapping.phone_number")
         self._region = at.get("options.phone_region_column")
         self._top = [
-            _Field(_key(f), at[f"mapping.{f}"], "string")
+            Field(_key(f), at[f"mapping.{f}"], "string")
             for f in PROFILE_FIELDS
             if f != "phone_number" and f"mapping.{f}" in at
         ]
         coordinates = {"latitude", "longitude"}
         location = [(f, at[f"mapping.location.{f}"]) for f, _ in mapping.location]
-        self._location = [_Field(_key(f), c, "string") for f, c in location if f not in coordinates]
-        self._location += [_Field(_key(f), c, f) for f, c in location if f in coordinates]
+        self._location = [Field(_key(f), c, "string") for f, c in location if f not in coordinates]
+        self._location += [Field(_key(f), c, f) for f, c in location if f in coordinates]
         props = [(p, at[f"mapping.properties.{p.name}.column"]) for p in mapping.properties]
         self._properties = [
-            _Field(_key(p.name), c, "string") for p, c in props if p.type == "string"
+            Field(_key(p.name), c, "string") for p, c in props if p.type == "string"
         ]
-        self._properties += [
-            _Field(_key(p.name), c, p.type) for p, c in props if p.type != "string"
-        ]
+        self._properties += [Field(_key(p.name), c, p.type) for p, c in props if p.type != "string"]
+        self._json = ProfileJson(
+            self._top, self._location, self._properties, phone=self._phone is not None
+        )
 
     def map(self, block: RowBlock) -> MappedBlock:
         """The block's profiles (in input order) and rejected rows (in line order)."""
         # One lazy query for the stages: the engine plans them together (a quarter less
         # work than stage by stage, measured).
-        query = block.frame.lazy().with_row_index("row")
+        query = block.frame.lazy()
+        if self._phone is not None:
+            query = query.with_columns(self._region_ids(block))
         for stage in self._stages(block):
             query = query.with_columns(stage)
-        frame = query.collect()
-        phone_e164, phone_ok = self._phone_answers(frame)
-        frame = frame.with_columns(phone=phone_e164, phone_ok=pl.Series(phone_ok)).with_columns(
-            missing=_col("email").is_null(),
-            slow=_col("email").is_not_null()
-            & ~(_col("email_ok") & _col("phone_ok") & _col("values_ok")),
-        )
+        frame = query.collect(engine="in-memory")
+        phones = self._phone_answers(frame)
+        missing = frame["missing"].to_numpy()
+        fast = frame["ok"].to_numpy() & ~missing
+        if phones is not None:
+            fast &= ~frame["has_phone"].to_numpy() | phones.decided
+        if block.plain is not None:
+            # A few rows whose JSON needs escapes cost less row by row than the engine's
+            # escaping pass costs a block; many are escaped by the engine.
+            escaped = fast & ~block.plain
+            if escaped.sum() * _ESCAPED_SHARE <= fast.sum():
+                fast &= ~escaped
         rejects = [Reject(block.file_index, r.line, r.code, r.detail, "") for r in block.rejects]
-        missing = frame.select("row", self._email, "missing").filter(_col("missing"))
-        rejects += [
-            Reject(
-                block.file_index,
-                int(block.lines[row]),
-                str(RejectCode.MISSING_EMAIL),
-                "no e-mail address",
-                raw,
-            )
-            for row, raw in zip(
-                missing["row"].to_list(), missing[self._email].to_list(), strict=True
-            )
-        ]
-        slow_rows = frame.select(_col("row").filter(_col("slow"))).to_series().to_numpy()
-        slow = self._slow_rows(block, slow_rows, rejects)
-        profiles = self._assemble(block, frame, slow, rejects)
+        at = np.flatnonzero(missing)
+        if at.size:
+            raw = block.frame[self._email].gather(at).to_list()
+            lines = block.lines[at].tolist()
+            code = str(RejectCode.MISSING_EMAIL)
+            rejects += [
+                Reject(block.file_index, line, code, "no e-mail address", value)
+                for line, value in zip(lines, raw, strict=True)
+            ]
+        slow = self._slow_rows(block, np.flatnonzero(~missing & ~fast), rejects)
+        # Fast and slow rows back in input order; profiles over 100 KB rejected.
+        profiles, big = self._json.profiles(block, frame, fast, phones, slow)
+        rejects += [Reject(block.file_index, *r) for r in big]
         rejects.sort(key=lambda r: r.line)
         return MappedBlock(profiles, rejects, block.records)
 
@@ -183,178 +183,90 @@ class BlockMapper:
     def _stages(self, block: RowBlock) -> list[list[pl.Expr]]:
         """The engine's work, in stages: each uses only columns of the stages before (the
         engine evaluates a repeated sub-expression again each time)."""
-        raw = _col(self._email).str.strip_chars(PY_WHITESPACE)
-        first = [pl.when(raw != "").then(raw).alias("email")]
+        # \x1c-\x1f are C0 controls: a block without controls has none to strip.
+        space = PY_WHITESPACE if block.controls else None
+        first = [_strip(self._email, whitespace=space).alias("email")]
         for f in (*self._top, *self._location, *self._properties):
             controls = block.controls and f.kind == "string"
-            first.append(_strip(f.column, controls=controls).alias(f"v_{f.column}"))
+            first.append(
+                _strip(f.column, controls=controls, whitespace=space).alias(f"v_{f.column}")
+            )
+        stages = [_unique(first)]
         if self._phone is not None:
-            first.append(_strip(self._phone).alias("phone_raw"))
-            first.append(self._regions(block).alias("region"))
+            stages[0].append(_strip(self._phone, whitespace=space).alias("phone_raw"))
+            for i, step in enumerate(phone_stages("phone_raw"), start=1):
+                if i == len(stages):
+                    stages.append([])
+                stages[i] += step
         email = _col("email")
         ascii_ = email.str.len_bytes() == email.str.len_chars()
-        stages = [
-            _unique(first),
+        email_steps = [
             [pl.when(ascii_).then(email.str.to_lowercase()).alias("email_norm")],
             *plain_email("email_norm", "email_ok"),
         ]
-        checks = []
+        checks = [_col("email_ok")]
         for f in {f.column: f for f in (*self._location, *self._properties)}.values():
             if f.kind != "string":
-                steps = typed.json_form(f"v_{f.column}", f.kind, f"j_{f.column}")
-                for i, step in enumerate(steps, start=1):
-                    if i == len(stages):
-                        stages.append([])
-                    stages[i] += step
+                email_steps += [[] for _ in range(4)]
+                for i, step in enumerate(typed.json_form(f"v_{f.column}", f.kind, f"j_{f.column}")):
+                    email_steps[i] += step
                 checks.append(_col(f"v_{f.column}").is_null() | _col(f"j_{f.column}_ok"))
-        stages.append([pl.all_horizontal(checks or [pl.lit(True)]).alias("values_ok")])
-        return stages
+        for i, step in enumerate(email_steps, start=1):
+            if i == len(stages):
+                stages.append([])
+            stages[i] += step
+        flags = [pl.all_horizontal(checks).alias("ok"), _col("email").is_null().alias("missing")]
+        if self._phone is not None:
+            flags.append(_col("phone_raw").is_not_null().alias("has_phone"))
+        stages.append(flags)
+        return [stage for stage in stages if stage]
 
-    def _regions(self, block: RowBlock) -> pl.Expr:
-        """Each row's phone region: its region column's ISO code, else the default."""
+    def _region_ids(self, block: RowBlock) -> pl.Expr:
+        """Each row's phone region (its region column's ISO code, else the default), as
+        the phone tables' region id (-1: none)."""
         default = self._default_region
         if self._region is None:
-            return pl.lit(default, dtype=pl.String)
+            return pl.lit(self._phones.region_ids([default])[0], dtype=pl.Int64).alias("region_id")
         # Few distinct values: Python's own strip().upper() on each, exactly as rows.py.
         seen = block.frame[self._region].unique().to_list()
-        codes = {v: (c if (c := v.strip().upper()) in REGIONS else default) for v in seen}
-        old = pl.Series(list(codes), dtype=pl.String)
-        new = pl.Series(list(codes.values()), dtype=pl.String)
-        return _col(self._region).replace_strict(old, new, return_dtype=pl.String)
+        codes = [(c if (c := v.strip().upper()) in REGIONS else default) for v in seen]
+        ids = self._phones.region_ids(codes)
+        old = pl.Series(seen, dtype=pl.String)
+        return (
+            _col(self._region)
+            .replace_strict(old, pl.Series(ids, dtype=pl.Int64), return_dtype=pl.Int64)
+            .alias("region_id")
+        )
 
-    def _phone_answers(self, frame: pl.DataFrame) -> tuple[pl.Series, np.ndarray]:
-        n = frame.height
+    def _phone_answers(self, frame: pl.DataFrame) -> PhoneAnswers | None:
         if self._phone is None:
-            return pl.Series([None] * n, dtype=pl.String), np.ones(n, dtype=bool)
-        # Only the three columns: filtering the whole frame copies every column.
-        rows = frame.select("row", "phone_raw", "region").filter(_col("phone_raw").is_not_null())
-        answers = self._phones.resolve(rows["phone_raw"], rows["region"])
-        e164 = pl.Series([None] * n, dtype=pl.String)
-        e164.scatter(rows["row"].to_numpy(), answers.e164)
-        ok = np.ones(n, dtype=bool)
-        ok[rows["row"].to_numpy()] = answers.decided
-        return e164, ok
-
-    def _objects(self) -> list[pl.Expr]:
-        """The inside of ``location`` and ``properties``: ``,"k":v`` pieces, nulls left out."""
-        objects = []
-        for group, name in ((self._location, "o_location"), (self._properties, "o_properties")):
-            if group:
-                pieces = [self._piece(f) for f in group]
-                objects.append(pl.concat_str(pieces, ignore_nulls=True).alias(name))
-        return objects
-
-    def _json(self) -> pl.Expr:
-        pieces: list[pl.Expr] = [
-            pl.lit('{"type":"profile","attributes":{"email":"'),
-            _col("email_norm"),
-            pl.lit('"'),
-        ]
-        if self._phone is not None:
-            pieces.append(pl.concat_str(pl.lit(',"phone_number":"'), _col("phone"), pl.lit('"')))
-        pieces += [self._piece(f) for f in self._top]
-        for group, key in ((self._location, '"location"'), (self._properties, '"properties"')):
-            if group:
-                inner = _col(f"o_{key.strip(chr(34))}")
-                pieces.append(
-                    pl.when(inner != "").then(
-                        pl.concat_str(pl.lit(f",{key}:{{"), inner.str.slice(1), pl.lit("}"))
-                    )
-                )
-        pieces.append(pl.lit("}}"))
-        return pl.concat_str(pieces, ignore_nulls=True).alias("json")
-
-    @staticmethod
-    def _piece(f: _Field) -> pl.Expr:
-        value = _col(f"v_{f.column}") if f.kind == "string" else _col(f"j_{f.column}")
-        text = json_string(value) if f.kind == "string" else value
-        return pl.concat_str(pl.lit(f",{f.key}:"), text)
+            return None
+        region = frame["region_id"].to_numpy()
+        return self._phones.decide(frame.select(PHONE_SIZE, PHONE_PADDED), region)
 
     # -- rows the engine leaves to ProfileMapper, and the whole block ------------------
 
-    def _slow_rows(self, block: RowBlock, rows: np.ndarray, rejects: list[Reject]) -> pl.DataFrame:
-        """The rows the engine did not decide, through ProfileMapper and orjson: their
-        (row, email, json, dropped) for those that become profiles; the others rejected."""
-        out: dict[str, list[Any]] = {"row": [], "s_email": [], "s_json": [], "s_dropped": []}
-        if rows.size:
-            email_at = block.frame.columns.index(self._email)
-            values = block.frame.select(pl.all().gather(rows)).rows()
-            for row, vals in zip(rows.tolist(), values, strict=True):
-                try:
-                    profile = self._rows.to_profile(vals)
-                except RowRejected as exc:
-                    rejects.append(
-                        Reject(
-                            block.file_index,
-                            int(block.lines[row]),
-                            str(exc.code),
-                            exc.detail,
-                            vals[email_at],
-                        )
-                    )
-                    continue
-                part = orjson.dumps({"type": "profile", "attributes": profile.attributes})
-                out["row"].append(row)
-                out["s_email"].append(profile.email)
-                out["s_json"].append(part.decode("utf-8"))
-                out["s_dropped"].append(profile.phone_dropped)
-        return pl.DataFrame(
-            out,
-            schema={
-                "row": pl.UInt32,
-                "s_email": pl.String,
-                "s_json": pl.String,
-                "s_dropped": pl.Boolean,
-            },
-        )
-
-    def _assemble(
-        self, block: RowBlock, frame: pl.DataFrame, slow: pl.DataFrame, rejects: list[Reject]
-    ) -> ProfileBlock:
-        """Fast and slow rows back in input order; profiles over 100 KB rejected."""
-        dropped = (
-            _col("phone_raw").is_not_null() & _col("phone").is_null()
-            if self._phone is not None
-            else pl.lit(False)
-        )
-        query = frame.lazy().filter(~_col("missing") & ~_col("slow"))
-        objects = self._objects()
-        if objects:
-            query = query.with_columns(objects)
-        query = query.select("row", email=_col("email_norm"), json=self._json(), dropped=dropped)
-        fast = query.collect()
-        done = (
-            pl.concat(
-                [fast, slow.rename({"s_email": "email", "s_json": "json", "s_dropped": "dropped"})]
-            )
-            .sort("row")
-            .with_columns(size=_col("json").str.len_bytes())
-        )
-        big = done.filter(_col("size") > MAX_PROFILE_BYTES)
-        for row, size, email in big.select("row", "size", "email").iter_rows():
-            reason = f"profile is {size:,} bytes; Klaviyo accepts at most 100 KB"
-            rejects.append(
-                Reject(
-                    block.file_index,
-                    int(block.lines[row]),
-                    str(RejectCode.PROFILE_TOO_LARGE),
-                    reason,
-                    email,
-                )
-            )
-        if big.height:
-            done = done.filter(_col("size") <= MAX_PROFILE_BYTES)
-        rows = done["row"].to_numpy()
-        parts = done["json"].cast(pl.Binary).to_list()
-        return ProfileBlock(
-            emails=done["email"],
-            keys=email_keys(done["email"]),
-            attr_hashes=part_hashes(parts),
-            files=np.full(rows.size, block.file_index, dtype=np.uint32),
-            lines=block.lines[rows],
-            phone_dropped=done["dropped"].to_numpy(),
-            parts=parts,
-        )
+    def _slow_rows(self, block: RowBlock, rows: np.ndarray, rejects: list[Reject]) -> SlowRows:
+        """The rows the engine did not decide, through ProfileMapper and orjson: those
+        that become profiles; the others rejected."""
+        out = SlowRows()
+        if not rows.size:
+            return out
+        email_at = block.frame.columns.index(self._email)
+        values = block.frame.select(pl.all().gather(rows)).rows()
+        for row, vals in zip(rows.tolist(), values, strict=True):
+            try:
+                profile = self._rows.to_profile(vals)
+            except RowRejected as exc:
+                line = int(block.lines[row])
+                code = str(exc.code)
+                rejects.append(Reject(block.file_index, line, code, exc.detail, vals[email_at]))
+                continue
+            out.rows.append(row)
+            out.emails.append(profile.email)
+            out.parts.append(orjson.dumps({"type": "profile", "attributes": profile.attributes}))
+            out.dropped.append(profile.phone_dropped)
+        return out
 
 
 def _key(name: str) -> str:

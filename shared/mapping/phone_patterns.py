@@ -1,18 +1,19 @@
-"""The phone metadata the column-wise path needs, as patterns and lookup tables.
+"""The phone metadata the column-wise path needs, as numpy lookup tables and DFAs.
 
-``phone_columns.py`` asks the engine per block; this module turns phonenumbers' metadata
-into what those questions need: ASCII patterns (``[0-9]``, not Unicode's ``\\d``), the
-digits a pattern can start with, prefix widths, lookup tables keyed by region, calling
-code or metadata, and one regex per purpose over all keys (``_match_by_key``).
+``phone_columns.py`` works on a block of numbers as a matrix of digits; this module turns
+phonenumbers' metadata into what its steps look up per row: for each region its calling
+code, international prefix and length rules; for each metadata (``R:<region>``, a
+region's own, or ``C:<code>``, a calling code's main region) its national prefix for
+parsing, general pattern (a DFA) and strip lengths; for each calling code its regions in
+``region_code_for_number``'s order, with their leading digits, general and type patterns
+(DFAs, ``phone_dfa.py``). Tables grow as new regions and codes turn up, block by block.
 """
 
 from __future__ import annotations
 
 import re
+import re._constants as sre_constants
 import re._parser as sre_parse
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, Final
 
 import numpy as np
@@ -20,10 +21,19 @@ import phonenumbers
 from phonenumbers import PhoneMetadata
 from phonenumbers.phonenumberutil import ValidationResult, _test_number_length
 
-from shared.engine import pl
+from shared.mapping.phone_dfa import DEAD, PAD, DfaTable, Unsupported
 from shared.mapping.phones import country_rules
 
-__all__ = ["DIGITS", "PhoneTables", "bit", "first_digits", "match_by_key"]
+__all__ = [
+    "DIGITS",
+    "MAX_INPUT",
+    "MAX_NSN",
+    "PhoneTables",
+    "Prefix",
+    "Prefixes",
+    "bit",
+    "first_digits",
+]
 
 MAX_NSN, MAX_INPUT = 17, 250  # phonenumbers' length limits
 _LENGTHS = 32  # lengths looked up; every longer number is TOO_LONG everywhere (checked)
@@ -32,19 +42,8 @@ _NOT_STRIPPED: Final = (
     ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
     ValidationResult.INVALID_LENGTH,
 )
-_col = pl.col
-
-
-def _anchored(pattern: str | None, *, whole: bool) -> str | None:
-    if not pattern:
-        return None
-    # Numbers here are ASCII digits: [0-9] matches what \d does on them, and compiles
-    # nine times faster in the engine (whose \d is Unicode's).
-    pattern = pattern.replace("\\d", "[0-9]")
-    return f"^(?:{pattern})$" if whole else f"^(?:{pattern})"
-
-
 DIGITS = frozenset("0123456789")
+_BOUNDED = 20  # a prefix pattern this wide at most is matched once per distinct prefix
 
 
 def first_digits(pattern: str | None) -> frozenset[str]:
@@ -86,15 +85,6 @@ def _first(items: list[Any]) -> frozenset[str]:
     return DIGITS  # an empty match: anything may follow
 
 
-@cache
-def _width(pattern: str | None) -> int | None:
-    """The length of every match of ``pattern``, or None when matches differ in length."""
-    if not pattern:
-        return None
-    low, high = sre_parse.parse(pattern).getwidth()
-    return low if low == high else None
-
-
 def _length_bits(meta: Any, accept: Any) -> int:
     """Bit n set when ``accept(_test_number_length('0' * n))`` (it looks at the length only)."""
     verdicts = [_test_number_length("0" * n, meta) for n in range(MAX_INPUT + 1)]
@@ -102,124 +92,186 @@ def _length_bits(meta: Any, accept: Any) -> int:
     return sum(1 << n for n, v in enumerate(verdicts[:_LENGTHS]) if accept(v))
 
 
-@dataclass(slots=True)
-class _Table:
-    """One lookup table: key -> value, as the Series pair ``replace_strict`` takes."""
-
-    dtype: Any
-    values: dict[str, Any] = field(default_factory=dict)
-    _series: tuple[pl.Series, pl.Series] | None = None
-
-    def put(self, key: str, value: Any) -> None:
-        self.values[key] = value
-        self._series = None
-
-    def expr(self, key: pl.Expr) -> pl.Expr:
-        if self._series is None:
-            old = pl.Series(list(self.values), dtype=pl.String)
-            self._series = (old, pl.Series(list(self.values.values()), dtype=self.dtype))
-        return key.replace_strict(*self._series, default=None, return_dtype=self.dtype)
+def bit(bits: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Whether bit ``length`` of ``bits`` is set (lengths from _LENGTHS on: the top bit)."""
+    return (bits >> np.minimum(length, _LENGTHS - 1)) & 1 == 1
 
 
-class _Prefixes:
-    """Patterns matched at the start of a number (``re.match``), per key (a region or a
-    metadata key): the length of the prefix each number starts with.
+def _plain(parsed: Any) -> bool:
+    """No anchor, look-around or back reference: a match never looks past its own end."""
+    for op, arg in parsed:
+        if op in (sre_constants.AT, sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            return False
+        if op in (sre_constants.GROUPREF, sre_constants.GROUPREF_EXISTS):
+            return False
+        if op is sre_constants.SUBPATTERN and not _plain(arg[3]):
+            return False
+        if op is sre_constants.BRANCH and not all(_plain(b) for b in arg[1]):
+            return False
+        if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT) and not _plain(arg[2]):
+            return False
+    return True
 
-    A literal prefix (``00``, ``011``, ``0``: most of them) is tested with ``starts_with``
-    and one whose matches all have the same length with ``contains``, each one call for
-    every key at once (a column of prefixes or patterns); only the few others are
-    extracted group by group.
+
+class Prefix:
+    """A pattern matched at the start of numbers (``re.match``, as parse() does): the
+    length of each number's match, -1 where there is none.
+
+    A literal (``00``, ``011``, ``0``: most of them) is compared digit by digit; another
+    pattern is asked once per distinct prefix as wide as its widest match (what follows
+    cannot change a match that never looks past its end), by Python's own regex engine,
+    so the match is the one parse() gets; numbers whose first digit no match can start
+    with are not asked at all.
     """
 
-    def __init__(self) -> None:
-        self.raw: dict[str, str] = {}
-        self.first: dict[str, frozenset[str]] = {}
-        self.literal = _Table(pl.String)
-        self.fixed = _Table(pl.String)  # anchored patterns whose matches have one length
-        self.width = _Table(pl.Int64)
+    def __init__(self, pattern: str) -> None:
+        self.literal = np.array([int(c) for c in pattern]) if pattern.isdigit() else None
+        self._match = re.compile(pattern).match
+        parsed = sre_parse.parse(pattern)
+        width = parsed.getwidth()[1]
+        self._width = width if _plain(parsed) and width <= _BOUNDED else None
+        first = first_digits(pattern)
+        self._first = np.array([str(d) in first for d in range(PAD + 1)])
 
-    def put(self, key: str, pattern: str | None) -> None:
-        self.first[key] = first_digits(pattern)
-        if not pattern:
-            return
-        if pattern.isascii() and pattern.isdigit():
-            self.literal.put(key, pattern)
-        elif (width := _width(pattern)) is not None:
-            self.fixed.put(key, _anchored(pattern, whole=False))
-            self.width.put(key, width)
-        else:
-            self.raw[key] = pattern
-
-    def lengths(self, frame: pl.DataFrame, value: str, key: str) -> np.ndarray:
-        """Per row of ``frame``: the length of the prefix ``frame[value]`` starts with,
-        by the pattern of ``frame[key]``; -1 where it does not match (or no pattern)."""
-        if not frame.height:
-            return np.full(0, -1, dtype=np.int64)
-        v, k = _col(value), _col(key)
-        literal = self.literal.expr(k) if self.literal.values else pl.lit(None, pl.String)
-        fixed = self.fixed.expr(k) if self.fixed.values else pl.lit(None, pl.String)
-        width = self.width.expr(k) if self.width.values else pl.lit(None, pl.Int64)
-        found = frame.select(
-            pl.when(v.str.starts_with(literal).fill_null(False))
-            .then(literal.str.len_bytes().cast(pl.Int64))
-            .when(v.str.contains(fixed).fill_null(False))
-            .then(width)
-            .otherwise(pl.lit(-1, pl.Int64))
-        ).to_series()
-        out = found.to_numpy().astype(np.int64)
-        if self.raw:
-            varying = frame.with_row_index("_i").filter(k.is_in(list(self.raw)))
-            for (name,), part in varying.partition_by(key, as_dict=True).items():
-                ascii_ = self.raw[name].replace("\\d", "[0-9]")
-                extracted = part[value].str.extract(f"^({ascii_})", 1)
-                out[part["_i"].to_numpy()] = extracted.str.len_bytes().fill_null(-1).to_numpy()
+    def lengths(self, digits: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Per row of ``digits`` (a number, then PAD): its match's length, or -1."""
+        if self.literal is not None:
+            size = self.literal.size
+            hit = (digits[:, :size] == self.literal).all(axis=1) & (lengths >= size)
+            return np.where(hit, size, -1)
+        out = np.full(len(digits), -1, dtype=np.int64)
+        asked = np.flatnonzero(self._first[digits[:, 0]])
+        if not asked.size:
+            return out
+        width = self._width if self._width is not None else digits.shape[1]
+        keys = np.ascontiguousarray((digits[asked, :width] + 48).astype(np.uint8))
+        unique, inverse = np.unique(keys.view(f"S{width}").ravel(), return_inverse=True)
+        found = np.empty(unique.size, dtype=np.int64)
+        for i, key in enumerate(unique.tolist()):
+            match = self._match(key.decode("ascii").rstrip(":"))
+            found[i] = match.end() if match else -1
+        out[asked] = found[inverse.ravel()]
         return out
 
 
-class PhoneTables:
-    """What parse() needs of each region and calling code seen so far, as lookup tables."""
+_LITERAL = 6  # literal prefixes up to this long are compared for every key at once
+
+
+class Prefixes:
+    """One prefix pattern (or none) per id: ``lengths`` answers rows of mixed ids, every
+    literal at once and each other pattern on its own rows."""
 
     def __init__(self) -> None:
-        self.regions: set[str] = set()
-        self.codes: set[int] = set()
-        # region -> its calling code (text), international prefix, its metadata's key
-        self.own = _Table(pl.String)
-        self.idd = _Prefixes()
-        self.too_long = _Table(pl.Int64)  # region -> length bits of TOO_LONG
-        # metadata key ("R:NL" a region's, "C:31" a calling code's main region) ->
-        self.prefix = _Prefixes()  # national_prefix_for_parsing
-        self.general = _Table(pl.String)
-        self.general_first: dict[str, frozenset[str]] = {}
-        self.transform = _Table(pl.Boolean)
-        self.strip = _Table(pl.Int64)  # length bits a stripped number may keep
-        # calling code -> regions; "cc|k" -> k-th region's leading digits, general pattern;
-        # "cc|k|n" -> its type patterns for numbers of length n
-        self.count = _Table(pl.Int64)
-        self.single = _Table(pl.Boolean)
-        # A number no region of its code could take (wrong length, no general pattern
-        # matches) is invalid without trying the regions one by one.
-        self.any_general = _Table(pl.String)
-        self.any_length = _Table(pl.Int64)
-        self.leading = _Table(pl.String)
-        self.valid_general = _Table(pl.String)
-        self.types = _Table(pl.String)
+        self._matchers: list[Prefix | None] = []
+        self._literal = np.zeros((0, _LITERAL), dtype=np.uint8)
+        self._size = np.zeros(0, dtype=np.int64)  # literal's length; -1 a pattern, -2 none
 
-    def _metadata(self, key: str, meta: Any) -> None:
-        general = meta.general_desc.national_number_pattern if meta.general_desc else None
-        self.prefix.put(key, meta.national_prefix_for_parsing)
-        self.general.put(key, _anchored(general, whole=True))
-        self.general_first[key] = first_digits(general)
-        self.transform.put(key, bool(meta.national_prefix_transform_rule))
-        self.strip.put(key, _length_bits(meta, lambda v: v not in _NOT_STRIPPED))
+    def append(self, pattern: str | None) -> None:
+        matcher = Prefix(pattern) if pattern else None
+        self._matchers.append(matcher)
+        literal = np.full(_LITERAL, PAD, dtype=np.uint8)
+        size = -2 if matcher is None else -1
+        if matcher is not None and matcher.literal is not None and matcher.literal.size <= _LITERAL:
+            size = matcher.literal.size
+            literal[:size] = matcher.literal
+        self._literal = np.vstack([self._literal, literal])
+        self._size = np.append(self._size, size)
+
+    def lengths(self, digits: np.ndarray, lengths: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Per row of ``digits`` (a number, then PAD): the length of its match of its id's
+        pattern, or -1."""
+        size = self._size[ids]
+        out = np.full(ids.size, -1, dtype=np.int64)
+        literal = size >= 0
+        if literal.any():
+            same = (digits[:, :_LITERAL] == self._literal[ids]) | (
+                np.arange(_LITERAL) >= size[:, None]
+            )
+            hit = literal & same.all(axis=1) & (lengths >= size)
+            out[hit] = size[hit]
+        for key in np.unique(ids[size == -1]).tolist():
+            at = np.flatnonzero(ids == key)
+            matcher = self._matchers[key]
+            assert matcher is not None
+            out[at] = matcher.lengths(digits[at], lengths[at])
+        return out
+
+
+class _Grow:
+    """A table that grows by id: ``ids[key]`` -> row of each column array."""
+
+    def __init__(self, **columns: tuple[Any, Any]) -> None:
+        self.ids: dict[Any, int] = {}
+        self._defaults = {name: (dtype, fill) for name, (dtype, fill) in columns.items()}
+        self.columns = {name: np.zeros(0, dtype=dtype) for name, (dtype, _) in columns.items()}
+
+    def add(self, key: Any, **values: Any) -> int:
+        index = self.ids[key] = len(self.ids)
+        for name, (dtype, fill) in self._defaults.items():
+            value = values.get(name, fill)
+            self.columns[name] = np.append(self.columns[name], np.array([value], dtype=dtype))
+        return index
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+
+class PhoneTables:
+    """What parse() and is_valid_number need of each region and calling code seen so far."""
+
+    def __init__(self) -> None:
+        self.dfa = DfaTable()
+        # metadata ("R:NL" a region's own, "C:31" a calling code's main region's):
+        # its national prefix for parsing, general pattern, strip lengths; ok: compiled
+        self.meta = _Grow(
+            ok=(bool, False),
+            general=(np.int64, DEAD),
+            transform=(bool, False),
+            strip=(np.int64, 0),
+        )
+        self.prefixes = Prefixes()
+        # region -> its calling code, international prefix, TOO_LONG lengths, metadata
+        self.region = _Grow(
+            ok=(bool, False), own=(np.int64, 0), too_long=(np.int64, 0), meta=(np.int64, 0)
+        )
+        self.idd = Prefixes()
+        # calling code (index = the code) -> metadata id (-1: none), regions, one region
+        self.code_meta = np.full(1000, -1, dtype=np.int64)
+        self.count = np.zeros(1000, dtype=np.int64)
+        self.single = np.zeros(1000, dtype=bool)
+        self.any_general = np.full(1000, DEAD, dtype=np.int64)
+        self.any_length = np.zeros(1000, dtype=np.int64)
+        self.codes: set[int] = set()
+        # (code, k) -> the k-th region's leading digits (prefix DFA; -1 none), general
+        # pattern; (code, k, length) -> its type patterns for numbers of that length
+        self.leading = _Keyed(-1)
+        self.general = _Keyed(DEAD)
+        self.types = _Keyed(DEAD)
+        # (code, k) not compiled yet: most numbers of a code are decided by its first
+        # region (+1: the US, of 25), so the others wait until a number reaches them.
+        self._pending: dict[int, tuple[int, int]] = {}
+        self._broken: set[int] = set()  # (code, k) whose patterns are not compiled here
+
+    # -- growing ---------------------------------------------------------------------
 
     def add_regions(self, regions: list[str]) -> None:
-        for region in set(regions) - self.regions:
+        for region in set(regions) - set(self.region.ids):
             meta = PhoneMetadata.metadata_for_region(region, None)
-            self.regions.add(region)
-            self.own.put(region, str(meta.country_code))
-            self.idd.put(region, meta.international_prefix)
-            self.too_long.put(region, _length_bits(meta, ValidationResult.TOO_LONG.__eq__))
-            self._metadata(f"R:{region}", meta)
+            if meta is None:  # not a region phonenumbers knows: its rows go row by row
+                self.idd.append(None)
+                self.region.add(region)
+                continue
+            own = meta.country_code
+            meta_id = self._metadata(f"R:{region}", meta)
+            self.idd.append(meta.international_prefix)
+            self.region.add(
+                region,
+                ok=bool(self.meta["ok"][meta_id]),
+                own=own,
+                too_long=_length_bits(meta, ValidationResult.TOO_LONG.__eq__),
+                meta=meta_id,
+            )
+            self.add_codes([own])
 
     def add_codes(self, codes: list[int]) -> None:
         for code in set(codes) - self.codes:
@@ -229,62 +281,94 @@ class PhoneTables:
             regions = country_rules(code).regions
             if meta is None or regions is None:
                 continue  # no metadata: left to phonenumbers
-            self._metadata(f"C:{code}", meta)
-            self.count.put(str(code), len(regions))
-            self.single.put(str(code), len(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[code]) == 1)
-            generals = [f"(?:{r.general})" for r in regions if r.general and r.alternatives]
-            self.any_general.put(str(code), _anchored("|".join(generals), whole=True))
-            lengths = {n for r in regions for n in r.alternatives}
-            self.any_length.put(str(code), sum(1 << n for n in lengths if n < _LENGTHS))
-            for k, rules in enumerate(regions):
-                self.leading.put(f"{code}|{k}", _anchored(rules.leading, whole=False))
-                self.valid_general.put(f"{code}|{k}", _anchored(rules.general, whole=True))
-                for length, alternatives in rules.alternatives.items():
-                    self.types.put(f"{code}|{k}|{length}", _anchored(alternatives, whole=True))
+            meta_id = self._metadata(f"C:{code}", meta)
+            try:
+                self._code(code, regions)
+            except Unsupported:
+                continue
+            if self.meta["ok"][meta_id]:
+                self.code_meta[code] = meta_id
+
+    def _code(self, code: int, regions: tuple[Any, ...]) -> None:
+        generals = [f"(?:{r.general})" for r in regions if r.general and r.alternatives]
+        any_general = self.dfa.add("|".join(generals))
+        for k in range(len(regions)):
+            self._pending[_key(code, k)] = (code, k)
+        self.count[code] = len(regions)
+        self.single[code] = len(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[code]) == 1
+        self.any_general[code] = any_general
+        lengths = {n for r in regions for n in r.alternatives}
+        self.any_length[code] = sum(1 << n for n in lengths if n < _LENGTHS)
+
+    def reach(self, codes: np.ndarray, k: int) -> np.ndarray:
+        """Compile the patterns of the k-th region of these calling codes, if not yet;
+        per code, whether they could be (if not, its numbers go to phonenumbers)."""
+        keys = _key(codes.astype(np.int64), k)
+        for key in np.unique(keys).tolist():
+            pending = self._pending.pop(key, None)
+            if pending is None:
+                continue
+            code, k = pending
+            rules = country_rules(code).regions[k]  # type: ignore[index]
+            add = self.dfa.add
+            try:
+                leading = add(rules.leading, prefix=True) if rules.leading else -1
+                general = add(rules.general)
+                types = {n: add(p) for n, p in rules.alternatives.items()}
+            except Unsupported:
+                self._broken.add(key)
+                continue
+            self.leading.put(key, leading)
+            self.general.put(key, general)
+            for length, start in types.items():
+                self.types.put(_key(code, k, length), start)
+        if not self._broken:
+            return np.ones(codes.size, dtype=bool)
+        return ~np.isin(keys, list(self._broken))
+
+    def _metadata(self, key: str, meta: Any) -> int:
+        if key in self.meta.ids:
+            return self.meta.ids[key]
+        general = meta.general_desc.national_number_pattern if meta.general_desc else None
+        prefix = meta.national_prefix_for_parsing
+        try:
+            start, ok = self.dfa.add(general), True
+        except Unsupported:
+            start, ok = DEAD, False
+        self.prefixes.append(prefix)
+        return self.meta.add(
+            key,
+            ok=ok,
+            general=start,
+            transform=bool(meta.national_prefix_transform_rule),
+            strip=_length_bits(meta, lambda v: v not in _NOT_STRIPPED),
+        )
 
 
-def bit(bits: pl.Expr, length: pl.Expr) -> pl.Expr:
-    """Whether bit ``length`` of ``bits`` is set (lengths from _LENGTHS on: the top bit)."""
-    power = pl.lit(2, dtype=pl.Int64).pow(pl.min_horizontal(length, _LENGTHS - 1).cast(pl.Int64))
-    return ((bits // power) % 2) == 1
+def _key(code: Any, k: Any, length: Any = 0) -> Any:
+    """One integer for (calling code, region index, length): code < 1000, k and length < 64."""
+    return (code * 64 + k) * 64 + length
 
 
-def _matches(value: pl.Expr, pattern: pl.Expr) -> pl.Expr:
-    return value.str.contains(pattern).fill_null(False)
+class _Keyed:
+    """A dict of integer keys looked up for a whole column at once (``default`` if absent)."""
 
+    def __init__(self, default: int) -> None:
+        self._values: dict[int, int] = {}
+        self._default = default
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
 
-Lookup = Callable[[Any], "str | None"]
+    def put(self, key: int, value: int) -> None:
+        self._values[key] = value
+        self._arrays = None
 
-
-def match_by_key(
-    frame: pl.DataFrame,
-    key: str,
-    tests: dict[str, tuple[str, Lookup]],
-    universe: Iterable[Any],
-) -> pl.DataFrame:
-    """``frame`` with a boolean column per test ``name: (column, lookup)``: whether the
-    row's ``column`` matches the anchored pattern ``lookup(row's key)`` (False without).
-
-    One regex serves every key: ``"<key>#<value>"`` against ``^(?:k1#P1|k2#P2|...)``. It
-    is built over the whole ``universe`` of keys, not only those in the block, so the
-    same pattern text comes back block after block and the engine's regex cache (32
-    patterns) keeps it compiled. (A column of per-row patterns would be hashed row by
-    row, which costs more than the match for the long type patterns.)
-    """
-    keys = sorted({str(k): k for k in universe}.items())
-    found = {}
-    for name, (column, lookup) in tests.items():
-        whole, alternatives = True, []
-        for text, value in keys:
-            pattern = lookup(value)
-            if pattern:
-                whole = pattern.endswith("$")
-                inner = pattern[1:-1] if whole else pattern[1:]
-                alternatives.append(f"{re.escape(text)}#{inner}")
-        if not alternatives:
-            found[name] = pl.lit(False)
-            continue
-        combined = "^(?:" + "|".join(alternatives) + (")$" if whole else ")")
-        haystack = pl.concat_str(_col(key).cast(pl.String), pl.lit("#"), _col(column))
-        found[name] = haystack.str.contains(combined).fill_null(False)
-    return frame.with_columns(**found)
+    def get(self, code: np.ndarray, k: int, length: np.ndarray | int = 0) -> np.ndarray:
+        keys = _key(code.astype(np.int64), k, length)
+        if self._arrays is None:
+            known = np.array(sorted(self._values), dtype=np.int64)
+            self._arrays = known, np.array([self._values[x] for x in known.tolist()], np.int64)
+        known, values = self._arrays
+        if not known.size:
+            return np.full(keys.shape, self._default, dtype=np.int64)
+        at = np.minimum(np.searchsorted(known, keys), known.size - 1)
+        return np.where(known[at] == keys, values[at], self._default)

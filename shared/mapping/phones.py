@@ -55,7 +55,7 @@ class _RegionRules:
     we keep ``(?=general\\Z)(?:type|type|...)`` over the types that allow that length.
     """
 
-    __slots__ = ("alternatives", "by_length", "general", "leading", "leading_digits", "patterns")
+    __slots__ = ("_by_length", "alternatives", "general", "leading", "leading_digits", "patterns")
 
     def __init__(self, metadata: Any, country_code: int, region: str) -> None:
         lead = metadata.leading_digits
@@ -94,11 +94,14 @@ class _RegionRules:
                     self.patterns[length] = (
                         f"(?=(?:{general.national_number_pattern})\\Z)(?:{'|'.join(alternatives)})"
                     )
-        # is_valid_number_for_region() is False for every number when patterns is empty.
-        self.by_length = {n: re.compile(p).fullmatch for n, p in self.patterns.items()}
+        # Compiled when first asked: the column-wise path reads only the patterns' text.
+        self._by_length: dict[int, Callable[[str], Any]] | None = None
 
     def is_valid(self, nsn: str) -> bool:
-        match = self.by_length.get(len(nsn))
+        if self._by_length is None:
+            # is_valid_number_for_region() is False for every number when patterns is empty.
+            self._by_length = {n: re.compile(p).fullmatch for n, p in self.patterns.items()}
+        match = self._by_length.get(len(nsn))
         return match is not None and match(nsn) is not None
 
 
@@ -114,7 +117,7 @@ def _allows_length(desc: Any, length: int) -> bool:
 class _CountryRules:
     """``parse`` + ``is_valid_number`` for ``+<country code><nsn>``, one calling code."""
 
-    __slots__ = ("national_prefix", "quick", "regions")
+    __slots__ = ("_prefix", "_quick", "national_prefix", "regions")
 
     def __init__(self, country_code: int) -> None:
         main_region = phonenumbers.region_code_for_country_code(country_code)
@@ -122,12 +125,13 @@ class _CountryRules:
         regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[country_code]
         self.regions: tuple[_RegionRules, ...] | None = None
         self.national_prefix = None
-        self.quick: dict[int, Callable[[str], Any]] = {}
+        self._prefix: str | None = None
+        self._quick: dict[int, Callable[[str], Any]] | None = {}
         if main is None:
             return
         # parse() strips a national prefix even after "+cc" (+44 07911... -> 7911...),
         # and that step is not replicated here: numbers the prefix matches are declined.
-        prefix = main.national_prefix_for_parsing or None
+        prefix = self._prefix = main.national_prefix_for_parsing or None
         self.national_prefix = re.compile(prefix).match if prefix else None
         if len(regions) == 1:
             self.regions = (_RegionRules(main, country_code, regions[0]),)
@@ -137,13 +141,21 @@ class _CountryRules:
                 for region in regions
                 if (metadata := PhoneMetadata.metadata_for_region(region.upper(), None))
             )
-        # The common case in one regex call: not starting with the national prefix, and
-        # valid for the first region (region_code_for_number() picks the first region
-        # without leading digits whose patterns match, so that region decides).
-        first = self.regions[0] if self.regions else None
-        if first is not None and first.leading_digits is None:
-            avoid = f"(?!(?:{prefix}))" if prefix else ""
-            self.quick = {n: re.compile(avoid + p).fullmatch for n, p in first.patterns.items()}
+        self._quick = None  # compiled when first asked (see quick)
+
+    @property
+    def quick(self) -> dict[int, Callable[[str], Any]]:
+        """The common case in one regex call: not starting with the national prefix, and
+        valid for the first region (region_code_for_number() picks the first region
+        without leading digits whose patterns match, so that region decides)."""
+        if self._quick is None:
+            self._quick = {}
+            first = self.regions[0] if self.regions else None
+            if first is not None and first.leading_digits is None:
+                avoid = f"(?!(?:{self._prefix}))" if self._prefix else ""
+                patterns = first.patterns.items()
+                self._quick = {n: re.compile(avoid + p).fullmatch for n, p in patterns}
+        return self._quick
 
     def e164(self, number: str, nsn: str) -> object:
         """``number`` if valid, None if not, _UNDECIDED where this does not replicate parse."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable
@@ -163,7 +164,13 @@ def shown(value: str) -> str:
 # the engine; anything else is left to the converters above, row by row.
 
 _DECIMAL: Final = r"^(-?)([0-9]{1,15})(?:\.([0-9]{0,15}))?$"
-_BOOLEAN_WORDS: Final = {word: "true" if value else "false" for word, value in _BOOLEANS.items()}
+# Every ASCII spelling of the words (lower() of a non-ASCII value is never one of them
+# but for the Kelvin sign, which none has): one lookup, no lower-casing pass.
+_BOOLEAN_WORDS: Final = {
+    "".join(spelling): "true" if value else "false"
+    for word, value in _BOOLEANS.items()
+    for spelling in itertools.product(*({c, c.upper()} for c in word))
+}
 # _CANONICAL_DATE without its look-ahead (the year 0000 is checked apart).
 _CANONICAL_DATE_BODY: Final = (
     r"^[0-9]{4}-"
@@ -186,8 +193,7 @@ def json_form(value: str, kind: str, out: str) -> list[list[Any]]:
 
     v, c = pl.col(value), pl.col
     if kind == "boolean":
-        word = v.str.to_lowercase().replace_strict(_BOOLEAN_WORDS, default=None)
-        text = pl.when(v.str.len_bytes() == v.str.len_chars()).then(word)
+        text = v.replace_strict(_BOOLEAN_WORDS, default=None, return_dtype=pl.String)
         return [[text.alias(out)], [c(out).is_not_null().alias(f"{out}_ok")]]
     if kind == "date":
         ok = v.str.contains(_CANONICAL_DATE_BODY) & ~v.str.starts_with("0000")

@@ -1,0 +1,211 @@
+"""Phone-number patterns as DFAs over digits, run on a whole block of numbers with numpy.
+
+phonenumbers decides validity by matching a national number against regular expressions
+(a region's general pattern, its number types, its leading digits). Whether a digit
+string matches a pattern from start to end, or has a prefix that matches, is a question
+about the pattern's language alone, so a DFA answers it exactly, whatever order Python's
+engine would try the alternatives in. Each pattern is compiled once (``sre_parse`` ->
+Thompson NFA -> subset construction) into rows of one shared transition table; a block's
+numbers are a matrix of digits, and one table lookup per digit position moves every row
+to its next state at once.
+
+Symbols are the digits 0-9 and ``PAD`` (10), which fills each row after its number. Two
+states are shared: ``DEAD`` and ``ACCEPT`` (absorbing). For a whole-string match an
+accepting state goes to ``ACCEPT`` on ``PAD``; for a prefix match every accepting state
+is ``ACCEPT``. A pattern outside what is compiled here (anchors, look-arounds, back
+references, letters only) raises :class:`Unsupported`; its numbers are left to
+phonenumbers.
+"""
+
+from __future__ import annotations
+
+import re._constants as sre_constants
+import re._parser as sre_parse
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ACCEPT", "DEAD", "PAD", "DfaTable", "Unsupported"]
+
+PAD = 10
+SYMBOLS = 11
+DEAD, ACCEPT = 0, 1
+_ALL_DIGITS = (1 << 10) - 1
+_MAX_STATES = 50_000  # per pattern: far above what phone metadata needs (checked)
+
+
+class Unsupported(ValueError):
+    """A pattern this module does not compile (its numbers go to phonenumbers)."""
+
+
+class _Nfa:
+    """A Thompson NFA: epsilon edges and digit-set edges (a 10-bit mask) per state."""
+
+    def __init__(self) -> None:
+        self.eps: list[list[int]] = []
+        self.edges: list[list[tuple[int, int]]] = []
+
+    def state(self) -> int:
+        self.eps.append([])
+        self.edges.append([])
+        return len(self.eps) - 1
+
+    def sequence(self, items: list[Any], start: int) -> int:
+        for op, arg in items:
+            start = self._node(op, arg, start)
+        return start
+
+    def _node(self, op: Any, arg: Any, start: int) -> int:
+        if op is sre_constants.LITERAL or op is sre_constants.IN or op is sre_constants.ANY:
+            end = self.state()
+            mask = _mask(op, arg)
+            if mask:
+                self.edges[start].append((mask, end))
+            return end
+        if op is sre_constants.SUBPATTERN:
+            return self.sequence(list(arg[3]), start)
+        if op is sre_constants.BRANCH:
+            end = self.state()
+            for branch in arg[1]:
+                first = self.state()
+                self.eps[start].append(first)
+                self.eps[self.sequence(list(branch), first)].append(end)
+            return end
+        if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT):
+            low, high, body = arg[0], arg[1], list(arg[2])
+            for _ in range(low):
+                start = self.sequence(body, start)
+            if high is sre_constants.MAXREPEAT:
+                loop = self.state()
+                self.eps[start].append(loop)
+                self.eps[self.sequence(body, loop)].append(loop)
+                return loop
+            end = self.state()
+            for _ in range(high - low):
+                self.eps[start].append(end)
+                start = self.sequence(body, start)
+            self.eps[start].append(end)
+            return end
+        raise Unsupported(f"pattern element {op}")
+
+
+def _mask(op: Any, arg: Any) -> int:
+    """The digits one character element matches, as a 10-bit mask."""
+    if op is sre_constants.ANY:
+        return _ALL_DIGITS
+    if op is sre_constants.LITERAL:
+        return 1 << (arg - 48) if 48 <= arg <= 57 else 0
+    mask, negate = 0, False
+    for kind, value in arg:
+        if kind is sre_constants.NEGATE:
+            negate = True
+        elif kind is sre_constants.LITERAL:
+            mask |= 1 << (value - 48) if 48 <= value <= 57 else 0
+        elif kind is sre_constants.RANGE:
+            for code in range(max(value[0], 48), min(value[1], 57) + 1):
+                mask |= 1 << (code - 48)
+        elif kind is sre_constants.CATEGORY and value is sre_constants.CATEGORY_DIGIT:
+            mask = _ALL_DIGITS
+        elif kind is sre_constants.CATEGORY and value is sre_constants.CATEGORY_NOT_DIGIT:
+            pass  # no digit
+        else:
+            raise Unsupported(f"character class element {kind}")
+    return mask ^ _ALL_DIGITS if negate else mask
+
+
+def _closure(nfa: _Nfa, states: frozenset[int]) -> frozenset[int]:
+    seen, todo = set(states), list(states)
+    while todo:
+        for nxt in nfa.eps[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return frozenset(seen)
+
+
+def _compile(pattern: str, *, prefix: bool) -> list[list[int]]:
+    """The DFA of ``pattern`` as rows of SYMBOLS next states, numbered from 2 (row 0 is
+    the start; targets are offsets into these rows, or DEAD / ACCEPT)."""
+    try:
+        parsed = sre_parse.parse(pattern)
+    except Exception as exc:  # re.error and the parser's own failures
+        raise Unsupported(str(exc)) from None
+    nfa = _Nfa()
+    start = nfa.state()
+    final = nfa.sequence(list(parsed), start)
+    ids: dict[frozenset[int], int] = {}
+    rows: list[list[int]] = []
+    todo: deque[frozenset[int]] = deque()
+
+    def target(states: frozenset[int]) -> int:
+        if not states:
+            return DEAD
+        if prefix and final in states:
+            return ACCEPT
+        if states not in ids:
+            if len(ids) >= _MAX_STATES:
+                raise Unsupported("too many DFA states")
+            ids[states] = len(ids) + 2
+            rows.append([])
+            todo.append(states)
+        return ids[states]
+
+    first = target(_closure(nfa, frozenset([start])))
+    if first in (DEAD, ACCEPT):
+        return [[first] * SYMBOLS]
+    while todo:
+        states = todo.popleft()
+        row = rows[ids[states] - 2]
+        for digit in range(10):
+            moved = {t for s in states for mask, t in nfa.edges[s] if mask >> digit & 1}
+            row.append(target(_closure(nfa, frozenset(moved))))
+        row.append(ACCEPT if final in states else DEAD)  # PAD: the number ended here
+    return rows
+
+
+class DfaTable:
+    """Every compiled pattern's states in one transition table, ``add`` once per pattern."""
+
+    def __init__(self) -> None:
+        self._rows: list[np.ndarray] = [
+            np.full((1, SYMBOLS), DEAD, dtype=np.int32),
+            np.full((1, SYMBOLS), ACCEPT, dtype=np.int32),
+        ]
+        self._size = 2
+        self._starts: dict[tuple[str, bool], int] = {}
+        self._flat: np.ndarray | None = None
+
+    def add(self, pattern: str | None, *, prefix: bool = False) -> int:
+        """The start state of ``pattern`` (DEAD for no pattern: nothing matches); raises
+        Unsupported. ``prefix``: a match of a prefix is enough (``re.match``), else the
+        whole number must match (``re.fullmatch``)."""
+        if not pattern:
+            return DEAD
+        key = (pattern, prefix)
+        if key not in self._starts:
+            rows = _compile(pattern, prefix=prefix)
+            if len(rows) == 1 and rows[0][0] in (DEAD, ACCEPT) and len(set(rows[0])) == 1:
+                self._starts[key] = rows[0][0]
+            else:
+                table = np.asarray(rows, dtype=np.int32)
+                base = self._size - 2
+                moved = table >= 2
+                table[moved] += base
+                # Row 0 is the start state: it is numbered self._size like the others.
+                self._rows.append(table)
+                self._starts[key] = self._size
+                self._size += len(rows)
+                self._flat = None
+        return self._starts[key]
+
+    def run(self, starts: np.ndarray, digits: np.ndarray) -> np.ndarray:
+        """Whether each row of ``digits`` (symbols, PAD after the number; one more column
+        than the longest number) is accepted from its start state."""
+        if self._flat is None:
+            self._flat = np.concatenate(self._rows).ravel()
+        flat = self._flat
+        state = starts.astype(np.int64, copy=True)
+        for column in range(digits.shape[1]):
+            state = flat[state * SYMBOLS + digits[:, column]]
+        return state == ACCEPT

@@ -1,0 +1,64 @@
+"""The record scan's flag for rows whose JSON needs no escapes (shared/records.py).
+
+The mapper writes the JSON of a ``plain`` row without escaping it, so a row flagged plain
+must hold no backslash, no quote that is data and no control character (line ends inside
+quotes included); flagging a row that needs none is only slower.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+
+import pytest
+
+from shared.records import CsvDialect, scan_block
+
+
+def _scan(data: bytes, *, quoting: bool = True):
+    step = scan_block(
+        data, dialect=CsvDialect(quoting=quoting), first_line=1, eof=True, target=len(data) + 1
+    )
+    assert step.scan is not None and not step.exact
+    return step.scan
+
+
+def test_rows_flagged_plain_are_those_without_escapes():
+    data = (
+        b"a,b,c\r\n"  # plain
+        b'a,"x, y",c\r\n'  # quoted comma: still plain
+        b'a,"say ""hi""",c\r\n'  # a quote in the value
+        b'a,"multi\nline",c\r\n'  # a line end in the value
+        b"a,back\\slash,c\r\n"
+        b"a,tab\there,c\r\n"
+        b'a,"",c\r\n'  # an empty quoted value: flagged, to be safe
+        b"\r\n"  # a blank line is no record
+        b"a,b,c\r"  # a lone CR ends this one
+        b"x,y,z"
+    )
+    scan = _scan(data)
+    records = [int(s) for s, n in zip(scan.starts, scan.fields, strict=True) if n]
+    flags = [bool(p) for p, n in zip(scan.plain, scan.fields, strict=True) if n]
+    assert len(records) == 9
+    assert flags == [True, True, False, False, False, False, False, True, True]
+
+
+def test_without_quoting_a_quote_is_data():
+    scan = _scan(b'a,say "hi",c\nd,e,f\n', quoting=False)
+    assert scan.plain.tolist() == [False, True]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_no_row_that_needs_an_escape_is_flagged_plain(seed):
+    rng = random.Random(seed)
+    pieces = ["a", "b c", "x,y", 'q"uote', "new\nline", "cr\r\nlf", "tab\t", "\\", "é", "", "\x01"]
+    rows = [[rng.choice(pieces) for _ in range(4)] for _ in range(400)]
+    text = io.StringIO(newline="")
+    csv.writer(text, lineterminator="\r\n").writerows(rows)
+    scan = _scan(text.getvalue().encode())
+    assert scan.starts.size == len(rows)
+    for row, plain in zip(rows, scan.plain.tolist(), strict=True):
+        needs = any(c in '"\\' or ord(c) < 0x20 for value in row for c in value)
+        assert not (plain and needs), row
+    assert 0 < sum(scan.plain.tolist()) < len(rows)
