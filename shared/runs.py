@@ -210,9 +210,12 @@ class RunRecords:
         status: str,
         error: str | None = None,
         report: dict[str, Any] | None = None,
+        input_error: bool = False,
     ) -> dict[str, Any]:
         """Record the outcome, and release the export's active slot. A held run's
-        ``message`` (why its removals were held back) comes from its report."""
+        ``message`` (why its removals were held back) comes from its report.
+        ``input_error``: the run failed on what it read; the status keeps the fingerprint
+        it was queued for, so the schedule does not queue the same input again."""
         summary = _summary(report) if report else None
         message = (report or {}).get("message")
         record = self.update(
@@ -238,6 +241,8 @@ class RunRecords:
                 "message": message,
                 "dry_run": record.get("dry_run", False),
             }
+            if input_error and record.get("fingerprint"):
+                doc["last_run"]["failed_on_fingerprint"] = record["fingerprint"]
             if _is_success(status, report):
                 # The fingerprint of what the run read is what the schedule compares with.
                 doc["last_success"] = {

@@ -1,6 +1,8 @@
 """The schedule tick: queue a run for each enabled export whose fingerprint (what a run
 would read and where it would write, see fingerprint.py) differs from the one its last
-successful run recorded (the seed: "runs with each scheduled refresh").
+successful run recorded (the seed: "runs with each scheduled refresh"). A run that failed
+on its input (a corrupt file, a header that does not match) is not queued again for the
+same fingerprint: only a new snapshot or a changed definition can make it pass.
 
 Each export is judged on its own: whatever goes wrong with one (a corrupt definition, a
 missing or unreadable container, storage errors of any kind) is logged as one line and
@@ -58,12 +60,24 @@ def _tick_one(services: Services, name: str) -> str:
     container = segments_container(definition, services.settings)
     snapshot = find_latest_snapshot(container, source.folder, source.segment)
     current = fingerprint(definition, listing_of(snapshot))
-    last = (services.runs.status(name).get("last_success") or {}).get("fingerprint")
+    status = services.runs.status(name)
+    last = (status.get("last_success") or {}).get("fingerprint")
     why = what_changed(last, current)
     if last == current:
         logger.info("schedule: export %s unchanged (snapshot %s); skipped", name, snapshot.prefix)
         return "unchanged"
-    run_id, queued = start_run(services, name, trigger="schedule")
+    failed = status.get("last_run") or {}
+    if failed.get("status") == "failed" and failed.get("failed_on_fingerprint") == current:
+        # The same files and definition would fail the same way: running them again each
+        # tick would only repeat whatever the run sent before it stopped.
+        logger.warning(
+            "schedule: export %s: run %s failed on this snapshot's input; not retried until "
+            "the snapshot or the definition changes (start a run by hand to retry)",
+            name,
+            failed.get("run_id"),
+        )
+        return f"failed on this snapshot (run {failed.get('run_id')})"
+    run_id, queued = start_run(services, name, trigger="schedule", fingerprint=current)
     if not queued:
         logger.info("schedule: export %s has run %s in progress; skipped", name, run_id)
         return f"in progress {run_id}"

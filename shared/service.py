@@ -167,12 +167,14 @@ def start_run(
     allow_mass_removal: bool = False,
     trigger: str = "http",
     started_by: dict[str, Any] | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[str, bool]:
     """Queue a run of ``export``. Returns (run id, True), or (active run id, False) when
     one is already in progress. Saving a definition never calls this: only a schedule
     tick or an explicit request does. ``started_by``: who asked (name and object id);
     scheduled runs record ``schedule``. ``full`` resends every profile once;
-    ``allow_mass_removal`` lets the run's removals past the guard."""
+    ``allow_mass_removal`` lets the run's removals past the guard. ``fingerprint``: what
+    the schedule found due (see scheduler.py), kept on the run record."""
     services.definitions.get(export)  # NotFoundError for an unknown export
     if started_by is None and trigger == "schedule":
         started_by = dict(SCHEDULE)
@@ -186,6 +188,7 @@ def start_run(
         allow_mass_removal=allow_mass_removal,
         trigger=trigger,
         started_by=started_by,
+        **({"fingerprint": fingerprint} if fingerprint else {}),
     )
     if claimed != run_id:
         return claimed, False

@@ -20,6 +20,7 @@ from shared.errors import (
     RunConflictError,
     SecretError,
     SettingsError,
+    SnapshotChangedError,
 )
 from shared.export import report_of
 from shared.locks import ConnectionBusyError
@@ -137,7 +138,15 @@ async def execute_run(services: Services, body: bytes | str, *, attempt: int = 1
     except _FATAL as exc:
         logger.error("run %s of %s failed: %s", run_id, export, exc)
         # A failed run wrote a report of what it read and sent before it stopped.
-        await _finish(services, message, status="failed", error=str(exc), report=report_of(exc))
+        await _finish(
+            services,
+            message,
+            status="failed",
+            error=str(exc),
+            report=report_of(exc),
+            # A changed snapshot is not bad input: its next run reads it as it is then.
+            input_error=isinstance(exc, InputError) and not isinstance(exc, SnapshotChangedError),
+        )
         return "failed"
     except Exception as exc:
         logger.warning("run %s of %s attempt %d: %s; will resume", run_id, export, attempt, exc)
@@ -156,6 +165,7 @@ async def _finish(
     status: str,
     error: str | None,
     report: dict[str, Any] | None = None,
+    input_error: bool = False,
 ) -> None:
     """Record the outcome, then log the run-end metric record."""
     record = await asyncio.to_thread(
@@ -165,6 +175,7 @@ async def _finish(
         status=status,
         error=error,
         report=report,
+        input_error=input_error,
     )
     log_run_end(
         export=message.export,

@@ -170,6 +170,44 @@ def test_a_broken_export_is_recorded_and_the_others_are_queued(
     assert services.runs.status("a-missing-container")["schedule_error"] is None
 
 
+# -- a run that failed on its input ---------------------------------------------------------
+
+
+def test_a_run_that_failed_on_its_input_is_not_queued_again_for_the_same_files(
+    services, container, klaviyo_sandbox, caplog
+):
+    prefix = write_small_export(container, [ROW_A])
+    add_partition(container, prefix, 2, [("3", "c@example.com", "C")])  # 3 fields, not 5
+    save(services, "vip", definition_doc(container.container_name))
+    assert tick_and_work(services) == ["vip"]
+    last = services.runs.status("vip")["last_run"]
+    assert last["status"] == "failed" and last["failed_on_fingerprint"].startswith("v1:")
+    assert klaviyo_sandbox.state.list_emails(LIST_ID) == []  # structure fails before sending
+
+    with caplog.at_level(logging.INFO, logger="shared.scheduler"):
+        outcome = queue_due_runs(services)
+    assert outcome["vip"] == f"failed on this snapshot (run {last['run_id']})"
+    assert queued(services) == []
+    assert any("start a run by hand" in r.getMessage() for r in caplog.records)
+
+    add_partition(container, prefix, 2, [ROW_B])  # the partition is written again, whole
+    assert tick_and_work(services) == ["vip"]
+    assert services.runs.status("vip")["last_run"]["status"] == "succeeded"
+    assert klaviyo_sandbox.state.list_emails(LIST_ID) == ["a@example.com", "b@example.com"]
+
+
+def test_a_run_that_failed_for_another_reason_is_queued_again(services, container):
+    write_small_export(container, [ROW_A])
+    doc = definition_doc(container.container_name)
+    doc["destination"] = {**doc["destination"], "list_id": "NoSuch"}  # Klaviyo says 404
+    save(services, "vip", doc)
+    assert tick_and_work(services) == ["vip"]
+    last = services.runs.status("vip")["last_run"]
+    assert last["status"] == "failed" and "failed_on_fingerprint" not in last
+    # Not the input: the list may be created, a key fixed; the next tick tries again.
+    assert tick_and_work(services) == ["vip"]
+
+
 # -- the snapshot changes while a run reads it ---------------------------------------------
 
 
