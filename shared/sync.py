@@ -3,7 +3,8 @@
     load      the export's sync state for its list (the generation a resumed run began from)
     classify  per block: joiners, changed and retried are sent; unchanged are not
     guard     once the snapshot is read: would the removals be a mass removal?
-    remove    leavers this export added come off the list (shared/removals.py)
+    remove    leavers this export added come off the list (shared/removals.py), but not
+              those another export on the same list still syncs (shared/sharedlist.py)
     save      after the jobs and removals: the next state, only what Klaviyo confirmed
 
 The stages themselves live in shared/plan.py, shared/guard.py, shared/removals.py and
@@ -14,6 +15,8 @@ after the reader thread that classifies has finished.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +27,10 @@ from shared.definitions import ExportDefinition
 from shared.guard import GuardVerdict
 from shared.importjobs import SettledJob
 from shared.klaviyo import KlaviyoClient
-from shared.plan import Planner
+from shared.plan import Leavers, Planner
 from shared.profileblock import ProfileBlock
 from shared.removals import RemovalResult, remove_leavers
+from shared.sharedlist import kept_for_others
 from shared.syncstate import LoadedState, SyncStateStore, SyncTarget
 
 __all__ = ["SyncOptions", "SyncRun"]
@@ -62,6 +66,7 @@ class SyncRun:
         self._confirmed: list[tuple[np.ndarray, int]] = []
         self.saved = False
         self.removals_skipped: str | None = None  # why leavers were kept this run
+        self.kept_for_other_exports = 0  # leavers another export on the list still syncs
 
     @property
     def mode(self) -> str:
@@ -147,18 +152,47 @@ class SyncRun:
             return
         if client is None:
             raise RuntimeError("leavers to look up but no Klaviyo client")
-        self.removal = await remove_leavers(
+        try:
+            leavers, shared = await asyncio.to_thread(self._keep_shared, leavers)
+        except Exception as exc:  # cannot tell who another export wants: remove nobody
+            self.skip_removals(f"the other exports' sync states could not be read: {exc}")
+            return
+        removal = await remove_leavers(
             client,
             self.definition.destination.list_id,
             leavers,
             dry_run=self.options.dry_run,
         )
+        kept = np.concatenate([removal.kept_not_owned, shared])
+        self.removal = dataclasses.replace(removal, kept_not_owned=kept)
+        self.kept_for_other_exports = len(shared)
         if not self.options.dry_run:
             planner.record_removals(
                 removed=self.removal.removed,
                 kept_not_owned=self.removal.kept_not_owned,
                 gone=self.removal.gone,
             )
+
+    def _keep_shared(self, leavers: Leavers) -> tuple[Leavers, np.ndarray]:
+        """Leavers another export on the same list still syncs stay (shared/sharedlist.py)."""
+        if self._store is None:
+            return leavers, np.zeros(0, dtype=np.uint64)
+        shared = kept_for_others(self._store, leavers.keys)
+        if not shared.any():
+            return leavers, np.zeros(0, dtype=np.uint64)
+        logger.info(
+            "export %s: %d leavers stay on list %s: another export still syncs them there",
+            self.definition.name,
+            int(shared.sum()),
+            self.definition.destination.list_id,
+        )
+        own = np.flatnonzero(~shared)
+        kept = Leavers(
+            keys=leavers.keys[own],
+            emails=[leavers.emails[i] for i in own],
+            first_added_ms=leavers.first_added_ms[own],
+        )
+        return kept, leavers.keys[shared]
 
     def skip_removals(self, reason: str) -> None:
         """Remove nobody this run; the leavers stay in the state for the next one."""
@@ -215,6 +249,7 @@ class SyncRun:
                 "guard": summary["guard"],
                 "removal": removal,
                 "removals_skipped": self.removals_skipped,
+                "kept_for_other_exports": self.kept_for_other_exports,
             },
         }
 

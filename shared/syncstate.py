@@ -356,6 +356,23 @@ class SyncStateStore:
     def pointer_name(self) -> str:
         return self.prefix + "current.json"
 
+    @property
+    def container(self) -> ContainerClient:
+        return self._container
+
+    def current_keys(self) -> U64 | None:
+        """The keys of the current generation alone (8 bytes a person); None: no state."""
+        pointer, _ = self._read_pointer()
+        if pointer is None:
+            return None
+        name = self.blob_name(pointer["generation"])
+        try:
+            data = self._container.get_blob_client(name).download_blob(max_concurrency=2).readall()
+            keys = pl.read_parquet(io.BytesIO(data), columns=["key"])["key"]
+        except ResourceNotFoundError:
+            raise SyncStateError(f"{name}: sync state generation is missing") from None
+        return keys.to_numpy().astype(np.uint64, copy=False)
+
     def blob_name(self, generation: str) -> str:
         if not _SAFE_NAME.match(generation):
             raise ValueError(f"generation {generation!r} cannot be part of a blob name")

@@ -49,18 +49,20 @@ def write_day(
     *,
     partitions: int = 3,
     only: Sequence[int] | None = None,
+    folder: str = FOLDER,
+    segment: str = SEGMENT,
 ) -> str:
     """One export run: ``rows`` split over ``partitions`` files; ``only`` writes just those
     partitions (1-based), as a half-written export looks. Returns the snapshot prefix."""
-    prefix = f"{FOLDER}/{SEGMENT}/{stamp}/"
-    names = [f"{prefix}{SEGMENT}_{n}.csv" for n in range(1, partitions + 1)]
+    prefix = f"{folder}/{segment}/{stamp}/"
+    names = [f"{prefix}{segment}_{n}.csv" for n in range(1, partitions + 1)]
     model = {
         "name": "sync-test",
         "version": "1.0",
         "entities": [
             {
                 "$type": "LocalEntity",
-                "name": SEGMENT,
+                "name": segment,
                 "attributes": [{"name": c, "dataType": "string"} for c in COLUMNS],
                 "partitions": [
                     {
@@ -77,7 +79,7 @@ def write_day(
             }
         ],
     }
-    container.upload_blob(f"{FOLDER}/model.json", json.dumps(model), overwrite=True)
+    container.upload_blob(f"{folder}/model.json", json.dumps(model), overwrite=True)
     size = -(-len(rows) // partitions)
     for n, name in enumerate(names, start=1):
         if only is not None and n not in only:

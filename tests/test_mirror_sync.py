@@ -12,6 +12,7 @@ from devtools.klaviyo_sandbox import AccountSpec, ListSpec
 from shared.definitions import parse_definition
 from shared.service import configure, start_run
 from shared.settings import Settings
+from shared.state import DefinitionStore, open_state
 from shared.worker import execute_run
 from tests.fixtures_app import admin_header, call
 from tests.killing import take_message, worker_env, worker_services
@@ -32,6 +33,8 @@ from tests.sync_days import (
     sync_settings,
     write_day,
 )
+
+OTHER = "CustomerInsights_other/KlaviyoExport"
 
 
 @pytest.fixture
@@ -271,3 +274,40 @@ def test_the_api_passes_the_flags_and_a_held_run_says_so(
     finally:
         configure(None)
     assert on_list(klaviyo_sandbox) < {email(i) for i in range(N)}
+
+
+def test_a_leaver_another_export_still_syncs_to_the_list_stays(
+    container, settings, klaviyo_sandbox
+):
+    # Two segments into one list: VIPs (this test's "churners" export) and a second one.
+    sandbox = klaviyo_sandbox
+    vips = sync_definition(
+        container.container_name, sync={"mode": "mirror", "max_removal_percent": 50}
+    )
+    other = sync_definition(
+        container.container_name,
+        name="newsletter",
+        source={"container": container.container_name, "folder": OTHER, "segment": "News"},
+    )
+    definitions = DefinitionStore(open_state(settings))
+    for doc in (vips, other):
+        definitions.put(parse_definition(doc))
+    both = range(0, 50)  # in both segments; the VIP export adds them first
+    write_day(container, people(range(200)), "2026/11/01/0600")
+    assert run(vips, settings)["members"]["added"] == 200
+    write_day(container, people(both), "2026/11/01/0600", folder=OTHER, segment="News")
+    assert run(other, settings)["members"]["added"] == 50  # already on: not owned by it
+
+    # The 50 leave the VIP segment but stay in the other: the VIP export keeps them.
+    write_day(container, people(range(50, 200)), "2026/11/02/0600")
+    report = run(vips, settings)
+    assert accounted(report)
+    assert report["members"]["removed"] == 0 and report["members"]["kept_not_owned"] == 50
+    assert report["sync"]["kept_for_other_exports"] == 50
+    assert on_list(sandbox) == {email(i) for i in range(200)}
+    # Once the other export is deleted, its old state protects nobody.
+    write_day(container, people(range(50, 190)), "2026/11/03/0600")
+    definitions.delete("newsletter")
+    report = run(vips, settings)
+    assert report["members"]["removed"] == 10 and report["sync"]["kept_for_other_exports"] == 0
+    assert on_list(sandbox) == {email(i) for i in range(190)}
