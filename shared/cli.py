@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
 import time
 import traceback
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -234,12 +236,35 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         job_deadline=args.job_deadline,
     )
     try:
-        return await run_definition(
-            definition, settings, run_id=args.run_id, options=options, on_progress=progress
-        )
+        async with _leases(definition, settings, args.run_id, dry_run=args.dry_run):
+            return await run_definition(
+                definition, settings, run_id=args.run_id, options=options, on_progress=progress
+            )
     finally:
         if progress:
             progress.close()
+
+
+@contextlib.asynccontextmanager
+async def _leases(
+    definition: ExportDefinition, settings: Settings, run_id: str, *, dry_run: bool
+) -> AsyncIterator[None]:
+    """The queue worker's leases: a run from the CLI never overlaps a run of the same
+    export in Azure, nor (unless it is a dry run, which sends nothing) another run on the
+    same Klaviyo connection. A lease that is taken ends the command with exit code 2,
+    naming the run that holds it."""
+    from shared.locks import ConnectionLock, RunLock
+    from shared.state import open_state
+
+    state = open_state(settings)
+    async with contextlib.AsyncExitStack() as leases:
+        await leases.enter_async_context(
+            RunLock(state, definition.name).hold(run_id, definition.name)
+        )
+        if not dry_run:
+            connection = ConnectionLock(state, definition.connection.api_key_secret)
+            await leases.enter_async_context(connection.hold(run_id, definition.name))
+        yield
 
 
 def _validate(args: argparse.Namespace, settings: Settings) -> int:

@@ -215,3 +215,31 @@ def test_help_documents_the_job_deadline(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "--job-deadline SECONDS" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("held", ["export", "connection"])
+def test_run_refuses_while_another_run_holds_the_export_or_the_connection(
+    env, definition_file, capsys, klaviyo_sandbox, held
+):
+    from shared.locks import ConnectionLock, RunLock
+    from shared.settings import Settings
+    from shared.state import open_state
+
+    state = open_state(Settings.from_env())
+    doc = json.loads(definition_file.read_text())
+    if held == "export":
+        lock = RunLock(state, doc["name"])
+    else:
+        lock = ConnectionLock(state, doc["connection"]["api_key_secret"])
+    lease = lock.acquire("20261201T000000Z-abcdef", "some-other-export")
+    try:
+        assert main(["run", str(definition_file), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "20261201T000000Z-abcdef" in err and "Traceback" not in err
+        assert klaviyo_sandbox.state.stats()["operations"] == {}  # nothing was sent
+        # A dry run sends nothing, so it does not wait for the connection.
+        expected = 2 if held == "export" else 0
+        assert main(["run", str(definition_file), "--dry-run", "--no-progress"]) == expected
+    finally:
+        lease.release()
+    assert main(["run", str(definition_file), "--no-progress"]) == 0
