@@ -136,6 +136,7 @@ class BlockMapper:
             Field(_key(p.name), c, "string") for p, c in props if p.type == "string"
         ]
         self._properties += [Field(_key(p.name), c, p.type) for p, c in props if p.type != "string"]
+        self._stage_cache: dict[bool, list[list[pl.Expr]]] = {}
         self._json = ProfileJson(
             self._top, self._location, self._properties, phone=self._phone is not None
         )
@@ -147,7 +148,7 @@ class BlockMapper:
         query = block.frame.lazy()
         if self._phone is not None:
             query = query.with_columns(self._region_ids(block))
-        for stage in self._stages(block):
+        for stage in self._stages(block.controls):
             query = query.with_columns(stage)
         frame = query.collect(engine="in-memory")
         phones = self._phone_answers(frame)
@@ -180,17 +181,21 @@ class BlockMapper:
 
     # -- the engine's part ----------------------------------------------------------
 
-    def _stages(self, block: RowBlock) -> list[list[pl.Expr]]:
+    def _stages(self, controls: bool) -> list[list[pl.Expr]]:
         """The engine's work, in stages: each uses only columns of the stages before (the
-        engine evaluates a repeated sub-expression again each time)."""
+        engine evaluates a repeated sub-expression again each time). ``controls``: the
+        block may hold control characters. Built once for each (3 ms a block, measured)."""
+        if controls not in self._stage_cache:
+            self._stage_cache[controls] = self._build_stages(controls)
+        return self._stage_cache[controls]
+
+    def _build_stages(self, controls: bool) -> list[list[pl.Expr]]:
         # \x1c-\x1f are C0 controls: a block without controls has none to strip.
-        space = PY_WHITESPACE if block.controls else None
+        space = PY_WHITESPACE if controls else None
         first = [_strip(self._email, whitespace=space).alias("email")]
         for f in (*self._top, *self._location, *self._properties):
-            controls = block.controls and f.kind == "string"
-            first.append(
-                _strip(f.column, controls=controls, whitespace=space).alias(f"v_{f.column}")
-            )
+            strip = controls and f.kind == "string"
+            first.append(_strip(f.column, controls=strip, whitespace=space).alias(f"v_{f.column}"))
         stages = [_unique(first)]
         if self._phone is not None:
             stages[0].append(_strip(self._phone, whitespace=space).alias("phone_raw"))
