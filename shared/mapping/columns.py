@@ -18,7 +18,7 @@ orjson writes it (same keys in the same order, same escapes).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -141,17 +141,36 @@ class BlockMapper:
             self._top, self._location, self._properties, phone=self._phone is not None
         )
 
-    def map(self, block: RowBlock) -> MappedBlock:
-        """The block's profiles (in input order) and rejected rows (in line order)."""
+    def prepare(self, block: RowBlock) -> pl.DataFrame:
+        """The engine's part of :meth:`map`: the block's frame with every stage's column.
+
+        Safe to call from another thread than :meth:`map` (it reads only what the mapper
+        fixed at its start), so the run does it in the block reader's thread: the engine
+        works on the next block while this thread maps the current one.
+        """
         # One lazy query for the stages: the engine plans them together (a quarter less
         # work than stage by stage, measured).
         query = block.frame.lazy()
-        if self._phone is not None:
-            query = query.with_columns(self._region_ids(block))
         for stage in self._stages(block.controls):
             query = query.with_columns(stage)
-        frame = query.collect(engine="in-memory")
-        phones = self._phone_answers(frame)
+        return query.collect(engine="in-memory")
+
+    def prepared(self, blocks: Iterator[RowBlock]) -> Iterator[tuple[RowBlock, pl.DataFrame]]:
+        """Each block with its :meth:`prepare` frame; closes ``blocks`` when closed."""
+        try:
+            for block in blocks:
+                yield block, self.prepare(block)
+        finally:
+            close = getattr(blocks, "close", None)
+            if close is not None:
+                close()
+
+    def map(self, block: RowBlock, frame: pl.DataFrame | None = None) -> MappedBlock:
+        """The block's profiles (in input order) and rejected rows (in line order);
+        ``frame``: the block's :meth:`prepare` frame, if made already."""
+        if frame is None:
+            frame = self.prepare(block)
+        phones = self._phone_answers(block, frame)
         missing = frame["missing"].to_numpy()
         fast = frame["ok"].to_numpy() & ~missing
         if phones is not None:
@@ -226,27 +245,26 @@ class BlockMapper:
         stages.append(flags)
         return [stage for stage in stages if stage]
 
-    def _region_ids(self, block: RowBlock) -> pl.Expr:
+    def _region_ids(self, block: RowBlock) -> np.ndarray:
         """Each row's phone region (its region column's ISO code, else the default), as
-        the phone tables' region id (-1: none)."""
+        the phone tables' region id (-1: none). In the mapping thread: it adds regions to
+        the phone tables."""
         default = self._default_region
         if self._region is None:
-            return pl.lit(self._phones.region_ids([default])[0], dtype=pl.Int64).alias("region_id")
+            return np.full(block.frame.height, self._phones.region_ids([default])[0], np.int64)
         # Few distinct values: Python's own strip().upper() on each, exactly as rows.py.
         seen = block.frame[self._region].unique().to_list()
         codes = [(c if (c := v.strip().upper()) in REGIONS else default) for v in seen]
         ids = self._phones.region_ids(codes)
         old = pl.Series(seen, dtype=pl.String)
-        return (
-            _col(self._region)
-            .replace_strict(old, pl.Series(ids, dtype=pl.Int64), return_dtype=pl.Int64)
-            .alias("region_id")
-        )
+        new = pl.Series(ids, dtype=pl.Int64)
+        region = _col(self._region).replace_strict(old, new, return_dtype=pl.Int64)
+        return block.frame.select(region).to_series().to_numpy()
 
-    def _phone_answers(self, frame: pl.DataFrame) -> PhoneAnswers | None:
+    def _phone_answers(self, block: RowBlock, frame: pl.DataFrame) -> PhoneAnswers | None:
         if self._phone is None:
             return None
-        region = frame["region_id"].to_numpy()
+        region = self._region_ids(block)
         return self._phones.decide(frame.select(PHONE_SIZE, PHONE_PADDED), region)
 
     # -- rows the engine leaves to ProfileMapper, and the whole block ------------------
