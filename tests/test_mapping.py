@@ -211,7 +211,7 @@ def test_the_benchmark_rows_give_the_row_by_row_profiles():
 
 
 def test_blocks_prepared_in_the_reader_thread_map_as_blocks_mapped_whole():
-    # The run does the engine's part (BlockMapper.prepare) in the block reader's thread.
+    # The run does the first part (BlockMapper.prepare) in the block reader's thread.
     definition = _definition(
         {"email": "Email", "phone_number": "Phone", "location": {"city": "City"}},
     )
@@ -239,9 +239,9 @@ def test_blocks_prepared_in_the_reader_thread_map_as_blocks_mapped_whole():
             closed.append(True)
 
     with ReadAhead(ahead.prepared(source())) as prepared:
-        for block, (same, frame) in zip(blocks, prepared, strict=True):
+        for block, (same, first) in zip(blocks, prepared, strict=True):
             assert same is block
-            a, b = whole.map(block), ahead.map(block, frame)
+            a, b = whole.map(block), ahead.map(block, first)
             assert a.profiles.parts == b.profiles.parts
             assert a.profiles.lines.tolist() == b.profiles.lines.tolist()
             assert a.profiles.phone_dropped.tolist() == b.profiles.phone_dropped.tolist()

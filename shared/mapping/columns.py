@@ -43,7 +43,7 @@ from shared.mapping.rejects import RejectCode, RowRejected
 from shared.mapping.rows import ProfileMapper, mapped_positions
 from shared.profileblock import ProfileBlock
 
-__all__ = ["PY_WHITESPACE", "BlockMapper", "MappedBlock", "Reject", "json_string"]
+__all__ = ["PY_WHITESPACE", "BlockMapper", "MappedBlock", "Prepared", "Reject", "json_string"]
 
 # str.strip()'s set: Rust's char::is_whitespace lacks \x1c-\x1f (tests/test_mapping.py).
 PY_WHITESPACE = (
@@ -62,6 +62,14 @@ class Reject(NamedTuple):
     code: str
     detail: str
     email: str
+
+
+class Prepared(NamedTuple):
+    """:meth:`BlockMapper.prepare`: the block's frame with the stages' columns, and the
+    phone answers (None without a phone mapping)."""
+
+    frame: pl.DataFrame
+    phones: PhoneAnswers | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,22 +149,23 @@ class BlockMapper:
             self._top, self._location, self._properties, phone=self._phone is not None
         )
 
-    def prepare(self, block: RowBlock) -> pl.DataFrame:
-        """The engine's part of :meth:`map`: the block's frame with every stage's column.
+    def prepare(self, block: RowBlock) -> Prepared:
+        """The first part of :meth:`map`: the engine's stage query and the phone numbers.
 
-        Safe to call from another thread than :meth:`map` (it reads only what the mapper
-        fixed at its start), so the run does it in the block reader's thread: the engine
-        works on the next block while this thread maps the current one.
+        The run calls it in the block reader's thread (the engine works on the next block
+        while the reading thread maps the current one), so everything that changes the
+        phone tables happens here, and only here, for a mapper that is used that way.
         """
         # One lazy query for the stages: the engine plans them together (a quarter less
         # work than stage by stage, measured).
         query = block.frame.lazy()
         for stage in self._stages(block.controls):
             query = query.with_columns(stage)
-        return query.collect(engine="in-memory")
+        frame = query.collect(engine="in-memory")
+        return Prepared(frame, self._phone_answers(block, frame))
 
-    def prepared(self, blocks: Iterator[RowBlock]) -> Iterator[tuple[RowBlock, pl.DataFrame]]:
-        """Each block with its :meth:`prepare` frame; closes ``blocks`` when closed."""
+    def prepared(self, blocks: Iterator[RowBlock]) -> Iterator[tuple[RowBlock, Prepared]]:
+        """Each block with its :meth:`prepare` result; closes ``blocks`` when closed."""
         try:
             for block in blocks:
                 yield block, self.prepare(block)
@@ -165,12 +174,10 @@ class BlockMapper:
             if close is not None:
                 close()
 
-    def map(self, block: RowBlock, frame: pl.DataFrame | None = None) -> MappedBlock:
+    def map(self, block: RowBlock, prepared: Prepared | None = None) -> MappedBlock:
         """The block's profiles (in input order) and rejected rows (in line order);
-        ``frame``: the block's :meth:`prepare` frame, if made already."""
-        if frame is None:
-            frame = self.prepare(block)
-        phones = self._phone_answers(block, frame)
+        ``prepared``: the block's :meth:`prepare` result, if made already."""
+        frame, phones = prepared if prepared is not None else self.prepare(block)
         missing = frame["missing"].to_numpy()
         fast = frame["ok"].to_numpy() & ~missing
         if phones is not None:
@@ -247,8 +254,7 @@ class BlockMapper:
 
     def _region_ids(self, block: RowBlock) -> np.ndarray:
         """Each row's phone region (its region column's ISO code, else the default), as
-        the phone tables' region id (-1: none). In the mapping thread: it adds regions to
-        the phone tables."""
+        the phone tables' region id (-1: none)."""
         default = self._default_region
         if self._region is None:
             return np.full(block.frame.height, self._phones.region_ids([default])[0], np.int64)
