@@ -27,7 +27,9 @@ from shared.records import (
     unterminated_detail,
 )
 
-__all__ = ["Damage", "damaged_records", "has_controls", "skipped"]
+__all__ = ["Damage", "damaged_records", "has_controls", "is_utf8", "skipped"]
+
+_SPACE = 0x20
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,16 +40,36 @@ class Damage:
     rejects: list[tuple[int, str, str]]
 
 
+def is_utf8(data: bytes) -> bool:
+    """Whether ``data`` decodes as strict UTF-8, without decoding all of it.
+
+    An ASCII byte is always a character of its own and never part of a multi-byte
+    sequence, so ``data`` is valid exactly when each run of bytes >= 0x80 is valid on its
+    own: those runs, an ASCII space between each two, are decoded instead. Decoding a
+    whole block cost 8 ms (its str widened by the first non-Latin-1 character), this a
+    fraction of that, and with the GIL held either way.
+    """
+    a = np.frombuffer(data, dtype=np.uint8)
+    high = np.flatnonzero(a >= 0x80)
+    if not high.size:
+        return True
+    # Run k's bytes are shifted right by k: one space before every run after the first.
+    gap = np.concatenate(([False], np.diff(high) > 1))
+    out = np.full(high.size + int(gap.sum()), _SPACE, dtype=np.uint8)
+    out[np.arange(high.size) + np.cumsum(gap)] = a[high]
+    try:
+        out.tobytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def damaged_records(scan: Scan, dialect: CsvDialect, encoding: str) -> Damage:
     """Records with bytes that are not UTF-8 (``encoding`` names what the file declared),
     or with a field over csv's 131,072-character limit."""
     mask = np.zeros(scan.starts.size, dtype=bool)
     rejects: list[tuple[int, str, str]] = []
-    try:
-        scan.data.decode("utf-8")
-        clean = True
-    except UnicodeDecodeError:
-        clean = False
+    clean = is_utf8(scan.data)
     # Only a record longer than the limit in bytes can hold a field longer in characters.
     long = np.flatnonzero(scan.ends - scan.starts > FIELD_LIMIT)
     suspects = range(scan.starts.size) if not clean else long.tolist()

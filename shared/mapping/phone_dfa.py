@@ -22,6 +22,7 @@ from __future__ import annotations
 import re._constants as sre_constants
 import re._parser as sre_parse
 from collections import deque
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -114,19 +115,43 @@ def _mask(op: Any, arg: Any) -> int:
     return mask ^ _ALL_DIGITS if negate else mask
 
 
-def _closure(nfa: _Nfa, states: frozenset[int]) -> frozenset[int]:
-    seen, todo = set(states), list(states)
-    while todo:
-        for nxt in nfa.eps[todo.pop()]:
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return frozenset(seen)
+class _Closures:
+    """Epsilon closures, memoised per NFA state: the closure of a set is the union of
+    its states' closures. (Walking the epsilon edges again for every DFA state and digit
+    made compiling a region's patterns most of a block's mapping time, measured.)"""
+
+    def __init__(self, nfa: _Nfa) -> None:
+        self._nfa = nfa
+        self._one: dict[int, frozenset[int]] = {}
+
+    def of(self, states: set[int] | frozenset[int]) -> frozenset[int]:
+        if len(states) == 1:
+            return self._single(next(iter(states)))
+        out: set[int] = set()
+        for s in states:
+            out |= self._single(s)
+        return frozenset(out)
+
+    def _single(self, state: int) -> frozenset[int]:
+        found = self._one.get(state)
+        if found is None:
+            eps = self._nfa.eps
+            seen, todo = {state}, [state]
+            while todo:
+                for nxt in eps[todo.pop()]:
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        todo.append(nxt)
+            found = self._one[state] = frozenset(seen)
+        return found
 
 
+@lru_cache(maxsize=1024)
 def _compile(pattern: str, *, prefix: bool) -> list[list[int]]:
     """The DFA of ``pattern`` as rows of SYMBOLS next states, numbered from 2 (row 0 is
-    the start; targets are offsets into these rows, or DEAD / ACCEPT)."""
+    the start; targets are offsets into these rows, or DEAD / ACCEPT). Cached for the
+    process: a long-lived host's later runs need the same patterns (callers copy the
+    rows, never change them)."""
     try:
         parsed = sre_parse.parse(pattern)
     except Exception as exc:  # re.error and the parser's own failures
@@ -134,6 +159,11 @@ def _compile(pattern: str, *, prefix: bool) -> list[list[int]]:
     nfa = _Nfa()
     start = nfa.state()
     final = nfa.sequence(list(parsed), start)
+    closures = _Closures(nfa)
+    # Each NFA state's digit edges as (digit, target) pairs, the mask's bits taken once.
+    moves = [
+        [(d, t) for mask, t in edges for d in range(10) if mask >> d & 1] for edges in nfa.edges
+    ]
     ids: dict[frozenset[int], int] = {}
     rows: list[list[int]] = []
     todo: deque[frozenset[int]] = deque()
@@ -151,15 +181,17 @@ def _compile(pattern: str, *, prefix: bool) -> list[list[int]]:
             todo.append(states)
         return ids[states]
 
-    first = target(_closure(nfa, frozenset([start])))
+    first = target(closures.of({start}))
     if first in (DEAD, ACCEPT):
         return [[first] * SYMBOLS]
     while todo:
         states = todo.popleft()
         row = rows[ids[states] - 2]
-        for digit in range(10):
-            moved = {t for s in states for mask, t in nfa.edges[s] if mask >> digit & 1}
-            row.append(target(_closure(nfa, frozenset(moved))))
+        moved: list[set[int]] = [set() for _ in range(10)]
+        for s in states:
+            for digit, t in moves[s]:
+                moved[digit].add(t)
+        row += [target(closures.of(m)) if m else DEAD for m in moved]
         row.append(ACCEPT if final in states else DEAD)  # PAD: the number ended here
     return rows
 
