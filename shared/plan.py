@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from shared.chunked import ChunkedArray, ChunkedStrings
 from shared.guard import GuardVerdict, check_removals
 from shared.syncstate import CONFIRMED, RETRY, StateMeta, SyncState, SyncTarget
 
@@ -148,10 +149,15 @@ class Planner:
         self._index = KeyIndex(self._state.keys)
         self._seen = np.zeros(len(self._state), bool)
         self._counts = dict.fromkeys(("joiners", "changed", "retried", "unchanged", "resent"), 0)
-        # Sends of people in the state (row index, new hash, kind) and of joiners.
-        self._sent: list[tuple[npt.NDArray[np.intp], U64, npt.NDArray[np.uint8]]] = []
-        self._joined: list[tuple[U64, U64, pl.Series]] = []
-        self._confirmed: list[tuple[U64, int]] = []
+        # Sends of people in the state (row index, new hash, kind) and of joiners, and
+        # the completed jobs' keys: appended block by block into big chunks (see
+        # shared/chunked.py for why not one array or Series per block).
+        self._sent = _Sends(np.intp, np.uint64, np.uint8)
+        self._joined = _Sends(np.uint64, np.uint64)
+        self._joined_emails = ChunkedStrings()
+        self._sealed: tuple[U64, U64, pl.Series] | None = None  # the joiners, by key
+        self._confirmed = ChunkedArray(np.uint64)
+        self._jobs: list[tuple[int, int]] = []  # each completed job: (keys, created_at_ms)
         self._settled: _Settled | None = None
         self.verdict: GuardVerdict | None = None
         self._resolved: dict[str, U64] = {}
@@ -164,11 +170,18 @@ class Planner:
     def nbytes(self) -> int:
         """Memory the planner holds besides the state: the key directory, who was seen,
         the sends awaiting confirmation (the joiners' e-mails among them)."""
-        arrays = [self._index.nbytes, self._seen.nbytes]
-        arrays += [a.nbytes for part in self._sent for a in part]
-        arrays += [k.nbytes + h.nbytes + int(e.estimated_size()) for k, h, e in self._joined]
-        arrays += [k.nbytes for k, _ in self._confirmed]
-        return sum(arrays)
+        sealed = self._sealed
+        return sum(
+            (
+                self._index.nbytes,
+                self._seen.nbytes,
+                self._sent.nbytes,
+                self._joined.nbytes,
+                self._joined_emails.nbytes,
+                self._confirmed.nbytes,
+                0 if sealed is None else sealed[0].nbytes * 2 + int(sealed[2].estimated_size()),
+            )
+        )
 
     @property
     def base_generation(self) -> str | None:
@@ -212,12 +225,13 @@ class Planner:
         in_state_sent = retried | changed | resend
         kind = np.where(retried, _RETRIED, np.where(changed, _CHANGED, _RESENT)).astype(np.uint8)
         if in_state_sent.any():
-            self._sent.append(
-                (at[in_state_sent], hashes[found][in_state_sent], kind[in_state_sent])
-            )
+            self._sent.append(at[in_state_sent], hashes[found][in_state_sent], kind[in_state_sent])
         joiners = ~found
         if joiners.any():
-            self._joined.append((keys_[joiners], hashes[joiners], _pick(emails, joiners)))
+            if self._sealed is not None:
+                raise RuntimeError("classify() after the plan was settled")
+            self._joined.append(keys_[joiners], hashes[joiners])
+            self._joined_emails.append(_pick(emails, joiners))
         send = joiners
         send[found] = in_state_sent  # ``joiners`` is not used again: reuse its memory
         self._settled = None
@@ -275,7 +289,9 @@ class Planner:
     def confirm(self, keys: npt.ArrayLike, created_at_ms: int) -> None:
         """One completed job: the keys it added (its failures left out), and Klaviyo's
         ``created_at`` of the job in epoch ms. Sends never confirmed count as failed."""
-        self._confirmed.append((np.asarray(keys, dtype=np.uint64), int(created_at_ms)))
+        keys_ = np.asarray(keys, dtype=np.uint64)
+        self._confirmed.append(keys_)
+        self._jobs.append((len(keys_), int(created_at_ms)))
         self._settled = None
 
     def record_removals(
@@ -297,8 +313,23 @@ class Planner:
 
     def _settle(self) -> _Settled:
         if self._settled is None:
-            self._settled = _Settled.of(self._index, self._sent, self._joined, self._confirmed)
+            self._settled = _Settled.of(
+                self._index, self._sent, self._joiners(), (self._confirmed, self._jobs)
+            )
         return self._settled
+
+    def _joiners(self) -> tuple[U64, U64, pl.Series]:
+        """The joiners sorted by key (keys, hashes, e-mails), made once the reading is
+        over; the chunks they were gathered in are freed."""
+        if self._sealed is None:
+            keys = self._joined.columns[0].to_array()
+            # Defensive: a key sent twice (the run-wide dedupe makes that impossible)
+            # keeps its first send, so the next state has one row per person.
+            first = _first_of_each(keys)
+            hashes = self._joined.columns[1].to_array()[first]
+            self._joined = _Sends(np.uint64, np.uint64)
+            self._sealed = (keys[first], hashes, self._joined_emails.drain(first))
+        return self._sealed
 
     @property
     def rows_unchanged(self) -> int:
@@ -372,12 +403,12 @@ class Planner:
         joined_ok = s.joined_ok
         return SyncState(
             self._next_meta(generation, saved_at),
-            keys=np.concatenate([state.keys[keep], s.joined_keys]),
-            emails=pl.concat([state.emails.filter(pl.Series(keep)), s.joined_emails], rechunk=True),
-            attr_hashes=np.concatenate([hashes[keep], s.joined_hashes]),
-            first_added_ms=np.concatenate([first[keep], np.where(joined_ok, s.joined_created, 0)]),
-            flags=np.concatenate([flags[keep], np.where(joined_ok, CONFIRMED, RETRY)]),
-            copy=False,  # all made here
+            keys=_kept_and(state.keys, keep, s.joined_keys),
+            emails=_kept_and(state.emails, keep, s.joined_emails),
+            attr_hashes=_kept_and(hashes, keep, s.joined_hashes),
+            first_added_ms=_kept_and(first, keep, np.where(joined_ok, s.joined_created, 0)),
+            flags=_kept_and(flags, keep, np.where(joined_ok, CONFIRMED, RETRY).astype(np.uint8)),
+            copy=False,  # all made here, or the settled joiners' (read-only from now)
         )
 
     def _next_meta(self, generation: str, saved_at: str | None) -> StateMeta:
@@ -412,8 +443,31 @@ def _pick(emails: pl.Series | list[str], mask: Mask) -> pl.Series:
     return pl.Series(emails, dtype=pl.String).filter(pl.Series(mask))
 
 
-def _cat(parts: list[Any], dtype: Any) -> Any:
-    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+def _kept_and(column: Any, keep: Mask, joined: Any) -> Any:
+    """A state column where ``keep``, then the joiners' (copied only if need be: on a
+    first run the joiners' columns are the next state's)."""
+    if not keep.any():
+        return joined
+    if isinstance(column, pl.Series):
+        return pl.concat([column.filter(pl.Series(keep)), joined])
+    return np.concatenate([column[keep], joined])
+
+
+class _Sends:
+    """Aligned columns appended a block at a time."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self, *dtypes: Any) -> None:
+        self.columns = tuple(ChunkedArray(dtype) for dtype in dtypes)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self.columns)
+
+    def append(self, *values: npt.NDArray[Any]) -> None:
+        for column, value in zip(self.columns, values, strict=True):
+            column.append(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,44 +489,41 @@ class _Settled:
     def of(
         cls,
         state: KeyIndex,
-        sent: list[tuple[npt.NDArray[np.intp], U64, npt.NDArray[np.uint8]]],
-        joined: list[tuple[U64, U64, pl.Series]],
-        confirmed: list[tuple[U64, int]],
+        sent: _Sends,
+        joined: tuple[U64, U64, pl.Series],
+        confirmed: tuple[ChunkedArray, list[tuple[int, int]]],
     ) -> _Settled:
-        index = _cat([part[0] for part in sent], np.intp)
-        # Sorted, and defensive: a key sent twice (the run-wide dedupe makes that
-        # impossible) keeps its first send, so the next state has one row per person.
-        j_keys = _cat([part[0] for part in joined], np.uint64)
-        first = _first_of_each(j_keys)
-        j_keys = j_keys[first]
-        j_emails = pl.concat([part[2] for part in joined], rechunk=True) if joined else _NO_EMAILS
+        index, sent_hashes, kind = (c.to_array() for c in sent.columns)
+        j_keys, j_hashes, j_emails = joined
         joiners = KeyIndex(j_keys)
         # Each sent person's earliest confirming job, looked up job by job (a loop over
         # jobs, not people); _NEVER marks sent and never confirmed.
         state_created = np.full(len(state), _NEVER, np.int64)
         joined_created = np.full(len(j_keys), _NEVER, np.int64)
-        for keys, created_at in confirmed:
+        all_keys, at = confirmed[0].to_array(), 0
+        for count, created_at in confirmed[1]:
+            keys, at = all_keys[at : at + count], at + count
             row, found = state.find(keys)
             _earliest(state_created, row[found], created_at)
             row, found = joiners.find(keys[~found])
             _earliest(joined_created, row[found], created_at)
+        del all_keys
         created = state_created[index]
         return cls(
             index=index,
-            hashes=_cat([part[1] for part in sent], np.uint64),
-            kind=_cat([part[2] for part in sent], np.uint8),
+            hashes=sent_hashes,
+            kind=kind,
             ok=created != _NEVER,
             created=np.where(created != _NEVER, created, 0),
             joined_keys=j_keys,
-            joined_hashes=_cat([part[1] for part in joined], np.uint64)[first],
-            joined_emails=j_emails.gather(first),
+            joined_hashes=j_hashes,
+            joined_emails=j_emails,
             joined_ok=joined_created != _NEVER,
             joined_created=np.where(joined_created != _NEVER, joined_created, 0),
         )
 
 
 _NEVER: Final = np.iinfo(np.int64).max
-_NO_EMAILS: Final = pl.Series("email", [], dtype=pl.String)
 
 
 def _earliest(created: I64, rows: npt.NDArray[np.integer], created_at: int) -> None:

@@ -27,6 +27,7 @@ import hashlib
 import io
 import logging
 import re
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -73,7 +74,7 @@ CONFIRMED: Final = np.uint8(1)
 RETRY: Final = np.uint8(2)
 
 _META_KEY: Final = "klaviyo_sync_state"
-_ROW_GROUP: Final = 65_536  # rows per Parquet row group (see SyncState.write_parquet)
+_ROW_GROUP: Final = 16_384  # rows per Parquet row group (see SyncState.write_parquet)
 #: Column in the file -> attribute of SyncState.
 _COLUMNS: Final = {
     "key": "keys",
@@ -280,8 +281,9 @@ class SyncState:
             compression="zstd",
             compression_level=1,  # measured: smaller *and* faster than the default level
             statistics=False,  # nothing filters on them; they only cost time and bytes
-            # Row groups of 64k rows: at 1M people the encoder's peak is +54 MB instead
-            # of +96 MB for one row group; reading back costs one copy of the numbers.
+            # Row groups of 16k rows: at 1M people, written to a file, the encoder's peak
+            # is +22 MB, against +30 MB with 64k rows and +56 MB with 256k (the file is
+            # 1.4 % larger than with 64k); reading back costs one copy of the numbers.
             row_group_size=_ROW_GROUP,
             metadata={_META_KEY: self.meta.to_json()},
         )
@@ -439,13 +441,15 @@ class SyncStateStore:
                 f"not from the loaded {base.generation}"
             )
         name = self.blob_name(meta.generation)
-        body = io.BytesIO()  # uploaded from the buffer: no second copy of the file
-        state.write_parquet(body)
-        size = body.tell()
-        body.seek(0)
-        written = self._container.get_blob_client(name).upload_blob(
-            body, length=size, overwrite=True, content_settings=_PARQUET, max_concurrency=2
-        )
+        # Through a temporary file, not a buffer in memory: measured at 1M people, the
+        # save's peak is 20 MB lower (the file's pages are the kernel's cache, not ours).
+        with tempfile.TemporaryFile() as body:
+            state.write_parquet(body)
+            size = body.tell()
+            body.seek(0)
+            written = self._container.get_blob_client(name).upload_blob(
+                body, length=size, overwrite=True, content_settings=_PARQUET, max_concurrency=2
+            )
         history = [meta.generation, *(g for g in base.history if g != meta.generation)]
         pointer = {
             "format_version": FORMAT_VERSION,
