@@ -30,9 +30,9 @@ _CHUNK_BYTES = 1 << 19  # 512 KB: well above glibc's mmap threshold (256 KB, sha
 _GROUP = 1 << 13  # rows gathered at a time by ChunkedStrings.drain
 
 
-def _exclusive_cumsum(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    out = np.zeros(len(values), np.int64)
-    np.cumsum(values[:-1], out=out[1:])
+def _exclusive_cumsum(values: npt.NDArray[np.integer], dtype: type[np.integer]) -> Any:
+    out = np.zeros(len(values), dtype)
+    np.cumsum(values[:-1], out=out[1:], dtype=dtype)
     return out
 
 
@@ -137,8 +137,10 @@ class ChunkedStrings:
         them: a polars gather of String copies every string once more (measured at 1M
         e-mails: +50 MB), where this holds the bytes twice only while they are copied.
         """
-        lengths = self._lengths.to_array().astype(np.int64)
-        data = np.empty(int(lengths.sum()), np.uint8)
+        lengths = self._lengths.to_array()  # uint16; offsets in int32 where they fit
+        total = int(lengths.sum(dtype=np.int64))
+        offset = np.int32 if total < 2**31 else np.int64
+        data = np.empty(total, np.uint8)
         at = row = 0
         while self._chunks:  # the chunks into one buffer, each freed once copied
             chunk, rows = self._chunks.pop(0), self._rows.pop(0)
@@ -147,13 +149,13 @@ class ChunkedStrings:
             at, row = at + used, row + rows
             del chunk
         self.clear()
-        starts = _exclusive_cumsum(lengths)
+        starts = _exclusive_cumsum(lengths, offset)
         order = np.arange(len(lengths)) if order is None else np.asarray(order)
         parts = []
         for group in range(0, len(order), _GROUP):
             rows = order[group : group + _GROUP]
-            size, at = lengths[rows], starts[rows]
-            into = _exclusive_cumsum(size)
+            size, at = lengths[rows].astype(np.int64), starts[rows]
+            into = _exclusive_cumsum(size, np.int64)
             # Byte i of the group comes from at[row] + (i - into[row]) of its row.
             source = np.repeat(at - into, size) + np.arange(int(size.sum()))
             value = pl.Series([data[source].tobytes()], dtype=pl.Binary)
@@ -161,9 +163,12 @@ class ChunkedStrings:
             parts.append(
                 pl.select(pl.lit(value).bin.slice(pl.Series(into), pl.Series(size))).to_series()
             )
+        del data, starts
         if not parts:
             return pl.Series(name, [], dtype=pl.String)
-        return pl.concat(parts).cast(pl.String).alias(name)
+        # One chunk (the state's gathers are faster on one): this copies the views, not
+        # the bytes, and the parts go right after.
+        return pl.concat(parts, rechunk=True).cast(pl.String).alias(name)
 
     def clear(self) -> None:
         self._chunks, self._rows, self._used = [], [], 0

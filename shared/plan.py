@@ -322,13 +322,18 @@ class Planner:
         """The joiners sorted by key (keys, hashes, e-mails), made once the reading is
         over; the chunks they were gathered in are freed."""
         if self._sealed is None:
-            keys = self._joined.columns[0].to_array()
+            # Column by column, each chunked column freed once it is an array: the
+            # e-mails' gather, the save's biggest moment, has nothing else beside it.
+            key_chunks, hash_chunks = self._joined.columns
+            keys = key_chunks.to_array()
+            key_chunks.clear()
             # Defensive: a key sent twice (the run-wide dedupe makes that impossible)
             # keeps its first send, so the next state has one row per person.
             first = _first_of_each(keys)
-            hashes = self._joined.columns[1].to_array()[first]
-            self._joined = _Sends(np.uint64, np.uint64)
-            self._sealed = (keys[first], hashes, self._joined_emails.drain(first))
+            keys = keys[first]
+            hashes = hash_chunks.to_array()[first]
+            hash_chunks.clear()
+            self._sealed = (keys, hashes, self._joined_emails.drain(first))
         return self._sealed
 
     @property

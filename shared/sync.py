@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from shared.definitions import ExportDefinition
+from shared.engine import release_free_memory
 from shared.guard import GuardVerdict
 from shared.importjobs import SettledJob
 from shared.klaviyo import KlaviyoClient
@@ -178,6 +179,9 @@ class SyncRun:
         """Store the next state: what Klaviyo confirmed. Blocking; not in a dry run."""
         if self.options.dry_run or self._store is None or self._loaded is None:
             return
+        # The reading's buffers are freed by now: give their pages back before the
+        # next state needs memory of its own.
+        release_free_memory()
         self._store.save(self._planner.next_state(self.run_id), self._loaded)
         self.saved = True
 
