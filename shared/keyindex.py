@@ -1,0 +1,55 @@
+"""Finding people by key: the sync state's sorted keys, looked up a block at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["KeyIndex"]
+
+U64 = npt.NDArray[np.uint64]
+Mask = npt.NDArray[np.bool_]
+
+
+class KeyIndex:
+    """Finds uint64 keys in a sorted unique array, about 5x faster than ``searchsorted``.
+
+    The keys are hashes, so they spread evenly: a directory of the first row of each of
+    2^b buckets (b = bit length of n: one key per bucket or fewer on average, a dozen at
+    most) narrows each search to a few rows, stepped through for a whole block at once.
+    Measured at 1M keys, in blocks of 10,000: 55-120 ns a lookup (idle to busy machine)
+    against 300-420 for ``numpy.searchsorted``; the directory takes 4-8 MB.
+    """
+
+    __slots__ = ("_keys", "_shift", "_starts")
+
+    def __init__(self, keys: U64) -> None:
+        self._keys = keys
+        bits = max(1, len(keys).bit_length())
+        self._shift = np.uint64(64 - bits)
+        counts = np.bincount((keys >> self._shift).astype(np.intp), minlength=1 << bits)
+        self._starts = np.zeros(len(counts) + 1, np.int32 if len(keys) < 2**31 else np.int64)
+        np.cumsum(counts, out=self._starts[1:])
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @property
+    def nbytes(self) -> int:
+        """The directory's size (the keys belong to the state)."""
+        return int(self._starts.nbytes)
+
+    def find(self, keys: U64) -> tuple[npt.NDArray[np.integer], Mask]:
+        """(row, found) for each key; the row is meaningless where not found."""
+        bucket = (keys >> self._shift).astype(np.intp)
+        row, end = self._starts[bucket], self._starts[bucket + 1]
+        # Step each search to its key's lower bound in its bucket, keeping only the
+        # searches still going: most buckets hold 0-2 keys, so the set shrinks fast.
+        active = np.flatnonzero(row < end)
+        while active.size:
+            active = active[self._keys[row[active]] < keys[active]]
+            row[active] += 1
+            active = active[row[active] < end[active]]
+        found = row < end
+        found[found] = self._keys[row[found]] == keys[found]
+        return row, found
