@@ -108,12 +108,13 @@ class Planner:
         self._counts = dict.fromkeys(("joiners", "changed", "retried", "unchanged", "resent"), 0)
         # Sends of people in the state (row index, new hash, kind) and of joiners, and
         # the completed jobs' keys: appended block by block into big chunks (see
-        # shared/chunked.py for why not one array or Series per block).
+        # shared/chunked.py for why not one array or Series per block), full ones spilled
+        # to temporary files until the reading is over.
         self._sent = _Sends(np.intp, np.uint64, np.uint8)
         self._joined = _Sends(np.uint64, np.uint64)
-        self._joined_emails = ChunkedStrings()
+        self._joined_emails = ChunkedStrings(spill=True)
         self._sealed: tuple[U64, U64, pl.Series] | None = None  # the joiners, by key
-        self._confirmed = ChunkedArray(np.uint64)
+        self._confirmed = ChunkedArray(np.uint64, spill=True)
         self._jobs: list[tuple[int, int]] = []  # each completed job: (keys, created_at_ms)
         self._settled: _Settled | None = None
         self.verdict: GuardVerdict | None = None
@@ -421,7 +422,7 @@ class _Sends:
     __slots__ = ("columns",)
 
     def __init__(self, *dtypes: Any) -> None:
-        self.columns = tuple(ChunkedArray(dtype) for dtype in dtypes)
+        self.columns = tuple(ChunkedArray(dtype, spill=True) for dtype in dtypes)
 
     @property
     def nbytes(self) -> int:

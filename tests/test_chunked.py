@@ -39,3 +39,20 @@ def test_strings_default_to_input_order_and_refuse_what_a_length_cannot_hold():
     assert store.drain().to_list() == ["b@x.io", "a@x.io"]
     with pytest.raises(ValueError, match="65,535"):
         store.append(pl.Series(["x" * 70_000]))
+
+
+def test_spilled_chunks_leave_memory_and_read_back_the_same():
+    column = ChunkedArray(np.int64, chunk_bytes=80, spill=True)  # 10 values a chunk
+    values = np.arange(-500, 500, dtype=np.int64)
+    for start in range(0, 1000, 33):
+        column.append(values[start : start + 33])
+    assert column.nbytes == 80  # only the chunk being filled is held
+    assert np.array_equal(column.to_array(), values)
+    assert np.array_equal(column.to_array(), values)  # reading back does not consume
+
+    store = ChunkedStrings(chunk_bytes=64, spill=True)
+    expected = [f"p{i}@ex.ample" for i in range(300)]
+    for start in range(0, 300, 7):
+        store.append(pl.Series(expected[start : start + 7]))
+    assert store.nbytes == 64 + (1 << 19)  # one chunk of bytes, one of lengths (512 KB)
+    assert store.drain(np.arange(299, -1, -1)).to_list() == expected[::-1]
