@@ -364,13 +364,14 @@ class Planner:
             index, found = self._index.find(np.concatenate(list(self._resolved.values())))
             keep[index[found]] = False
         joined_ok = s.joined_ok
+        merge = _Merge(state.keys, keep, s.joined_keys)
         return SyncState(
             self._next_meta(generation, saved_at),
-            keys=_kept_and(state.keys, keep, s.joined_keys),
-            emails=_kept_and(state.emails, keep, s.joined_emails),
-            attr_hashes=_kept_and(hashes, keep, s.joined_hashes),
-            first_added_ms=_kept_and(first, keep, np.where(joined_ok, s.joined_created, 0)),
-            flags=_kept_and(flags, keep, np.where(joined_ok, CONFIRMED, RETRY).astype(np.uint8)),
+            keys=merge(state.keys, s.joined_keys),
+            emails=merge.strings(state.emails, s.joined_emails),
+            attr_hashes=merge(hashes, s.joined_hashes),
+            first_added_ms=merge(first, np.where(joined_ok, s.joined_created, 0)),
+            flags=merge(flags, np.where(joined_ok, CONFIRMED, RETRY).astype(np.uint8)),
             copy=False,  # all made here, or the settled joiners' (read-only from now)
         )
 
@@ -406,14 +407,40 @@ def _pick(emails: pl.Series | list[str], mask: Mask) -> pl.Series:
     return pl.Series(emails, dtype=pl.String).filter(pl.Series(mask))
 
 
-def _kept_and(column: Any, keep: Mask, joined: Any) -> Any:
-    """A state column where ``keep``, then the joiners' (copied only if need be: on a
-    first run the joiners' columns are the next state's)."""
-    if not keep.any():
-        return joined
-    if isinstance(column, pl.Series):
-        return pl.concat([column.filter(pl.Series(keep)), joined])
-    return np.concatenate([column[keep], joined])
+class _Merge:
+    """The next state's rows: the state's where ``keep``, merged with the joiners, both
+    sorted by key, into key order without a sort (and without a copy on a first run,
+    where the joiners' columns are the next state's). Measured on a 5 % churn run of 1M
+    people: a concatenation sorted afterwards held the e-mails three times at once."""
+
+    def __init__(self, keys: U64, keep: Mask, joined_keys: U64) -> None:
+        self.kept = None if keep.all() else np.flatnonzero(keep)
+        kept_keys = keys if self.kept is None else keys[self.kept]
+        self.size = len(kept_keys) + len(joined_keys)
+        self.first_run = not len(kept_keys)
+        # Keys are unique across the two (a joiner is not in the state).
+        self.joiners_at = np.searchsorted(kept_keys, joined_keys) + np.arange(len(joined_keys))
+        self.from_state = np.ones(self.size, bool)
+        self.from_state[self.joiners_at] = False
+
+    def __call__(self, column: npt.NDArray[Any], joined: npt.NDArray[Any]) -> Any:
+        if self.first_run:
+            return joined
+        out = np.empty(self.size, column.dtype)
+        out[self.from_state] = column if self.kept is None else column[self.kept]
+        out[self.joiners_at] = joined
+        return out
+
+    def strings(self, column: pl.Series, joined: pl.Series) -> pl.Series:
+        if self.first_run:
+            return joined
+        if not len(joined):
+            return column if self.kept is None else column.gather(self.kept)
+        # One gather (a polars gather of String copies the strings) of both at once.
+        source = np.empty(self.size, np.int64)
+        source[self.from_state] = np.arange(len(column)) if self.kept is None else self.kept
+        source[self.joiners_at] = len(column) + np.arange(len(joined))
+        return pl.concat([column, joined]).gather(source)
 
 
 class _Sends:
