@@ -47,8 +47,14 @@ def _copy_strings(
 ) -> None:
     """Copy string k, ``size[k]`` bytes at ``starts[k]`` of ``source``, to ``into[k]``
     of ``out``, for every k at once."""
-    within = np.arange(int(size.sum())) - np.repeat(_exclusive_cumsum(size, np.int64), size)
-    out[np.repeat(into, size) + within] = source[np.repeat(starts.astype(np.int64), size) + within]
+    # int32 indexes (a chunk and a part are a few MB): half the memory traffic of int64.
+    size32 = size.astype(np.int32)
+    within = np.arange(int(size.sum()), dtype=np.int32)
+    within -= np.repeat(_exclusive_cumsum(size32, np.int32), size32)  # byte in its string
+    where = np.repeat(into.astype(np.int32), size32)
+    where += within
+    within += np.repeat(starts.astype(np.int32), size32)  # now where each byte comes from
+    out[where] = source[within]
 
 
 def _exclusive_cumsum(values: npt.NDArray[np.integer], dtype: type[np.integer]) -> Any:
