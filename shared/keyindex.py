@@ -1,11 +1,16 @@
-"""Finding people by key: the sync state's sorted keys, looked up a block at a time."""
+"""Finding people by key: the sync state's sorted keys, looked up a block at a time
+(:class:`KeyIndex`), and merged with the joiners' into the next state (:class:`KeyMerge`)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["KeyIndex"]
+from shared.engine import pl
+
+__all__ = ["KeyIndex", "KeyMerge"]
 
 U64 = npt.NDArray[np.uint64]
 Mask = npt.NDArray[np.bool_]
@@ -53,3 +58,39 @@ class KeyIndex:
         found = row < end
         found[found] = self._keys[row[found]] == keys[found]
         return row, found
+
+
+class KeyMerge:
+    """The next state's rows: the state's where ``keep``, merged with the joiners, both
+    sorted by key, into key order without a sort (and without a copy on a first run,
+    where the joiners' columns are the next state's). Measured on a 5 % churn run of 1M
+    people: a concatenation sorted afterwards held the e-mails three times at once."""
+
+    def __init__(self, keys: U64, keep: Mask, joined_keys: U64) -> None:
+        self.kept = None if keep.all() else np.flatnonzero(keep)
+        kept_keys = keys if self.kept is None else keys[self.kept]
+        self.size = len(kept_keys) + len(joined_keys)
+        self.first_run = not len(kept_keys)
+        # Keys are unique across the two (a joiner is not in the state).
+        self.joiners_at = np.searchsorted(kept_keys, joined_keys) + np.arange(len(joined_keys))
+        self.from_state = np.ones(self.size, bool)
+        self.from_state[self.joiners_at] = False
+
+    def __call__(self, column: npt.NDArray[Any], joined: npt.NDArray[Any]) -> Any:
+        if self.first_run:
+            return joined
+        out = np.empty(self.size, column.dtype)
+        out[self.from_state] = column if self.kept is None else column[self.kept]
+        out[self.joiners_at] = joined
+        return out
+
+    def strings(self, column: pl.Series, joined: pl.Series) -> pl.Series:
+        if self.first_run:
+            return joined
+        if not len(joined):
+            return column if self.kept is None else column.gather(self.kept)
+        # One gather (a polars gather of String copies the strings) of both at once.
+        source = np.empty(self.size, np.int64)
+        source[self.from_state] = np.arange(len(column)) if self.kept is None else self.kept
+        source[self.joiners_at] = len(column) + np.arange(len(joined))
+        return pl.concat([column, joined]).gather(source)
