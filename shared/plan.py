@@ -380,7 +380,7 @@ class Planner:
             keys=merge(state.keys, s.joined_keys),
             emails=merge.strings(state.emails, s.joined_emails),
             attr_hashes=merge(hashes, s.joined_hashes),
-            first_added_ms=merge(first, np.where(joined_ok, s.joined_created, 0)),
+            first_added_ms=merge(first, s.joined_created),  # 0 where not confirmed
             flags=merge(flags, np.where(joined_ok, CONFIRMED, RETRY).astype(np.uint8)),
             copy=False,  # all made here, or the settled joiners' (read-only from now)
         )
