@@ -181,6 +181,8 @@ class ChunkedStrings:
     def append(self, strings: pl.Series) -> None:
         if not len(strings):
             return
+        if strings.null_count():
+            raise ValueError("every string must be present (no nulls)")
         lengths = strings.str.len_bytes().to_numpy()
         if lengths.max() > min(np.iinfo(np.uint16).max, self._chunk_bytes):
             raise ValueError("a string of more than 65,535 bytes cannot be kept")

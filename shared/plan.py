@@ -131,7 +131,8 @@ class Planner:
     @property
     def nbytes(self) -> int:
         """Memory the planner holds besides the state: the key directory, who was seen,
-        the sends awaiting confirmation (the joiners' e-mails among them)."""
+        the sends awaiting confirmation (the joiners' e-mails among them); chunks
+        spilled to their temporary files are not counted."""
         sealed = self._sealed
         return sum(
             (

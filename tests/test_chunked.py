@@ -39,6 +39,9 @@ def test_strings_default_to_input_order_and_refuse_what_a_length_cannot_hold():
     assert store.drain().to_list() == ["b@x.io", "a@x.io"]
     with pytest.raises(ValueError, match="65,535"):
         store.append(pl.Series(["x" * 70_000]))
+    with pytest.raises(ValueError, match="no nulls"):
+        store.append(pl.Series(["a@x.io", None]))
+    assert len(store) == 0  # nothing half-appended
 
 
 def test_spilled_chunks_leave_memory_and_read_back_the_same():
