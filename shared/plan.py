@@ -32,6 +32,7 @@ export's add of them was confirmed, dropped silently if it never was, kept as th
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -40,7 +41,9 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from shared.chunked import ChunkedArray, ChunkedStrings
 from shared.guard import GuardVerdict, check_removals
+from shared.keyindex import KeyIndex, KeyMerge
 from shared.syncstate import CONFIRMED, RETRY, StateMeta, SyncState, SyncTarget
 
 __all__ = ["MODES", "KeyIndex", "Leavers", "Planner"]
@@ -70,50 +73,6 @@ class Leavers:
 
     def __len__(self) -> int:
         return len(self.keys)
-
-
-class KeyIndex:
-    """Finds uint64 keys in a sorted unique array, about 5x faster than ``searchsorted``.
-
-    The keys are hashes, so they spread evenly: a directory of the first row of each of
-    2^b buckets (b = bit length of n: one key per bucket or fewer on average, a dozen at
-    most) narrows each search to a few rows, stepped through for a whole block at once.
-    Measured at 1M keys, in blocks of 10,000: 55-120 ns a lookup (idle to busy machine)
-    against 300-420 for ``numpy.searchsorted``; the directory takes 4-8 MB.
-    """
-
-    __slots__ = ("_keys", "_shift", "_starts")
-
-    def __init__(self, keys: U64) -> None:
-        self._keys = keys
-        bits = max(1, len(keys).bit_length())
-        self._shift = np.uint64(64 - bits)
-        counts = np.bincount((keys >> self._shift).astype(np.intp), minlength=1 << bits)
-        self._starts = np.zeros(len(counts) + 1, np.int32 if len(keys) < 2**31 else np.int64)
-        np.cumsum(counts, out=self._starts[1:])
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    @property
-    def nbytes(self) -> int:
-        """The directory's size (the keys belong to the state)."""
-        return int(self._starts.nbytes)
-
-    def find(self, keys: U64) -> tuple[npt.NDArray[np.integer], Mask]:
-        """(row, found) for each key; the row is meaningless where not found."""
-        bucket = (keys >> self._shift).astype(np.intp)
-        row, end = self._starts[bucket], self._starts[bucket + 1]
-        # Step each search to its key's lower bound in its bucket, keeping only the
-        # searches still going: most buckets hold 0-2 keys, so the set shrinks fast.
-        active = np.flatnonzero(row < end)
-        while active.size:
-            active = active[self._keys[row[active]] < keys[active]]
-            row[active] += 1
-            active = active[row[active] < end[active]]
-        found = row < end
-        found[found] = self._keys[row[found]] == keys[found]
-        return row, found
 
 
 class Planner:
@@ -148,11 +107,20 @@ class Planner:
         self._index = KeyIndex(self._state.keys)
         self._seen = np.zeros(len(self._state), bool)
         self._counts = dict.fromkeys(("joiners", "changed", "retried", "unchanged", "resent"), 0)
-        # Sends of people in the state (row index, new hash, kind) and of joiners.
-        self._sent: list[tuple[npt.NDArray[np.intp], U64, npt.NDArray[np.uint8]]] = []
-        self._joined: list[tuple[U64, U64, pl.Series]] = []
-        self._confirmed: list[tuple[U64, int]] = []
+        # Sends of people in the state (row index, new hash, kind) and of joiners, and
+        # the completed jobs' keys: appended block by block into big chunks (see
+        # shared/chunked.py for why not one array or Series per block), full ones spilled
+        # to temporary files until the reading is over.
+        self._sent = _Sends(np.intp, np.uint64, np.uint8)
+        self._joined = _Sends(np.uint64, np.uint64)
+        self._joined_emails = ChunkedStrings(spill=True)
+        self._sealed: tuple[U64, U64, pl.Series] | None = None  # the joiners, by key
+        self._confirmed = ChunkedArray(np.uint64, spill=True)
+        self._jobs: list[tuple[int, int]] = []  # each completed job: (keys, created_at_ms)
         self._settled: _Settled | None = None
+        # classify() runs in the reader thread and confirm() on the event loop; a report
+        # of a failed run may settle the plan while the reader finishes its last block.
+        self._lock = threading.Lock()
         self.verdict: GuardVerdict | None = None
         self._resolved: dict[str, U64] = {}
 
@@ -163,12 +131,20 @@ class Planner:
     @property
     def nbytes(self) -> int:
         """Memory the planner holds besides the state: the key directory, who was seen,
-        the sends awaiting confirmation (the joiners' e-mails among them)."""
-        arrays = [self._index.nbytes, self._seen.nbytes]
-        arrays += [a.nbytes for part in self._sent for a in part]
-        arrays += [k.nbytes + h.nbytes + int(e.estimated_size()) for k, h, e in self._joined]
-        arrays += [k.nbytes for k, _ in self._confirmed]
-        return sum(arrays)
+        the sends awaiting confirmation (the joiners' e-mails among them); chunks
+        spilled to their temporary files are not counted."""
+        sealed = self._sealed
+        return sum(
+            (
+                self._index.nbytes,
+                self._seen.nbytes,
+                self._sent.nbytes,
+                self._joined.nbytes,
+                self._joined_emails.nbytes,
+                self._confirmed.nbytes,
+                0 if sealed is None else sealed[0].nbytes * 2 + int(sealed[2].estimated_size()),
+            )
+        )
 
     @property
     def base_generation(self) -> str | None:
@@ -192,6 +168,10 @@ class Planner:
                 f"block columns differ in length: keys {len(keys_)}, "
                 f"attr_hashes {len(hashes)}, emails {len(emails)}"
             )
+        with self._lock:
+            return self._classify(keys_, hashes, emails)
+
+    def _classify(self, keys_: U64, hashes: U64, emails: pl.Series | list[str]) -> Mask:
         state = self._state
         index, found = self._index.find(keys_)
         at = index[found]
@@ -212,12 +192,13 @@ class Planner:
         in_state_sent = retried | changed | resend
         kind = np.where(retried, _RETRIED, np.where(changed, _CHANGED, _RESENT)).astype(np.uint8)
         if in_state_sent.any():
-            self._sent.append(
-                (at[in_state_sent], hashes[found][in_state_sent], kind[in_state_sent])
-            )
+            self._sent.append(at[in_state_sent], hashes[found][in_state_sent], kind[in_state_sent])
         joiners = ~found
         if joiners.any():
-            self._joined.append((keys_[joiners], hashes[joiners], _pick(emails, joiners)))
+            if self._sealed is not None:
+                raise RuntimeError("classify() after the plan was settled")
+            self._joined.append(keys_[joiners], hashes[joiners])
+            self._joined_emails.append(_pick(emails, joiners))
         send = joiners
         send[found] = in_state_sent  # ``joiners`` is not used again: reuse its memory
         self._settled = None
@@ -275,8 +256,11 @@ class Planner:
     def confirm(self, keys: npt.ArrayLike, created_at_ms: int) -> None:
         """One completed job: the keys it added (its failures left out), and Klaviyo's
         ``created_at`` of the job in epoch ms. Sends never confirmed count as failed."""
-        self._confirmed.append((np.asarray(keys, dtype=np.uint64), int(created_at_ms)))
-        self._settled = None
+        keys_ = np.asarray(keys, dtype=np.uint64)
+        with self._lock:
+            self._confirmed.append(keys_)
+            self._jobs.append((len(keys_), int(created_at_ms)))
+            self._settled = None
 
     def record_removals(
         self, *, removed: npt.ArrayLike, kept_not_owned: npt.ArrayLike, gone: npt.ArrayLike
@@ -296,9 +280,30 @@ class Planner:
     # -- results -----------------------------------------------------------------------
 
     def _settle(self) -> _Settled:
-        if self._settled is None:
-            self._settled = _Settled.of(self._index, self._sent, self._joined, self._confirmed)
-        return self._settled
+        with self._lock:
+            if self._settled is None:
+                self._settled = _Settled.of(
+                    self._index, self._sent, self._joiners(), (self._confirmed, self._jobs)
+                )
+            return self._settled
+
+    def _joiners(self) -> tuple[U64, U64, pl.Series]:
+        """The joiners sorted by key (keys, hashes, e-mails), made once the reading is
+        over; the chunks they were gathered in are freed."""
+        if self._sealed is None:
+            # Column by column, each chunked column freed once it is an array: the
+            # e-mails' gather, the save's biggest moment, has nothing else beside it.
+            key_chunks, hash_chunks = self._joined.columns
+            keys = key_chunks.to_array()
+            key_chunks.clear()
+            # Defensive: a key sent twice (the run-wide dedupe makes that impossible)
+            # keeps its first send, so the next state has one row per person.
+            first = _first_of_each(keys)
+            keys = keys[first]
+            hashes = hash_chunks.to_array()[first]
+            hash_chunks.clear()
+            self._sealed = (keys, hashes, self._joined_emails.drain(first))
+        return self._sealed
 
     @property
     def rows_unchanged(self) -> int:
@@ -370,14 +375,15 @@ class Planner:
             index, found = self._index.find(np.concatenate(list(self._resolved.values())))
             keep[index[found]] = False
         joined_ok = s.joined_ok
+        merge = KeyMerge(state.keys, keep, s.joined_keys)
         return SyncState(
             self._next_meta(generation, saved_at),
-            keys=np.concatenate([state.keys[keep], s.joined_keys]),
-            emails=pl.concat([state.emails.filter(pl.Series(keep)), s.joined_emails], rechunk=True),
-            attr_hashes=np.concatenate([hashes[keep], s.joined_hashes]),
-            first_added_ms=np.concatenate([first[keep], np.where(joined_ok, s.joined_created, 0)]),
-            flags=np.concatenate([flags[keep], np.where(joined_ok, CONFIRMED, RETRY)]),
-            copy=False,  # all made here
+            keys=merge(state.keys, s.joined_keys),
+            emails=merge.strings(state.emails, s.joined_emails),
+            attr_hashes=merge(hashes, s.joined_hashes),
+            first_added_ms=merge(first, s.joined_created),  # 0 where not confirmed
+            flags=merge(flags, np.where(joined_ok, CONFIRMED, RETRY).astype(np.uint8)),
+            copy=False,  # all made here, or the settled joiners' (read-only from now)
         )
 
     def _next_meta(self, generation: str, saved_at: str | None) -> StateMeta:
@@ -412,8 +418,21 @@ def _pick(emails: pl.Series | list[str], mask: Mask) -> pl.Series:
     return pl.Series(emails, dtype=pl.String).filter(pl.Series(mask))
 
 
-def _cat(parts: list[Any], dtype: Any) -> Any:
-    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+class _Sends:
+    """Aligned columns appended a block at a time."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self, *dtypes: Any) -> None:
+        self.columns = tuple(ChunkedArray(dtype, spill=True) for dtype in dtypes)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self.columns)
+
+    def append(self, *values: npt.NDArray[Any]) -> None:
+        for column, value in zip(self.columns, values, strict=True):
+            column.append(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,44 +454,41 @@ class _Settled:
     def of(
         cls,
         state: KeyIndex,
-        sent: list[tuple[npt.NDArray[np.intp], U64, npt.NDArray[np.uint8]]],
-        joined: list[tuple[U64, U64, pl.Series]],
-        confirmed: list[tuple[U64, int]],
+        sent: _Sends,
+        joined: tuple[U64, U64, pl.Series],
+        confirmed: tuple[ChunkedArray, list[tuple[int, int]]],
     ) -> _Settled:
-        index = _cat([part[0] for part in sent], np.intp)
-        # Sorted, and defensive: a key sent twice (the run-wide dedupe makes that
-        # impossible) keeps its first send, so the next state has one row per person.
-        j_keys = _cat([part[0] for part in joined], np.uint64)
-        first = _first_of_each(j_keys)
-        j_keys = j_keys[first]
-        j_emails = pl.concat([part[2] for part in joined], rechunk=True) if joined else _NO_EMAILS
+        index, sent_hashes, kind = (c.to_array() for c in sent.columns)
+        j_keys, j_hashes, j_emails = joined
         joiners = KeyIndex(j_keys)
         # Each sent person's earliest confirming job, looked up job by job (a loop over
         # jobs, not people); _NEVER marks sent and never confirmed.
         state_created = np.full(len(state), _NEVER, np.int64)
         joined_created = np.full(len(j_keys), _NEVER, np.int64)
-        for keys, created_at in confirmed:
+        all_keys, at = confirmed[0].to_array(), 0
+        for count, created_at in confirmed[1]:
+            keys, at = all_keys[at : at + count], at + count
             row, found = state.find(keys)
             _earliest(state_created, row[found], created_at)
             row, found = joiners.find(keys[~found])
             _earliest(joined_created, row[found], created_at)
+        del all_keys
         created = state_created[index]
         return cls(
             index=index,
-            hashes=_cat([part[1] for part in sent], np.uint64),
-            kind=_cat([part[2] for part in sent], np.uint8),
+            hashes=sent_hashes,
+            kind=kind,
             ok=created != _NEVER,
             created=np.where(created != _NEVER, created, 0),
             joined_keys=j_keys,
-            joined_hashes=_cat([part[1] for part in joined], np.uint64)[first],
-            joined_emails=j_emails.gather(first),
+            joined_hashes=j_hashes,
+            joined_emails=j_emails,
             joined_ok=joined_created != _NEVER,
             joined_created=np.where(joined_created != _NEVER, joined_created, 0),
         )
 
 
 _NEVER: Final = np.iinfo(np.int64).max
-_NO_EMAILS: Final = pl.Series("email", [], dtype=pl.String)
 
 
 def _earliest(created: I64, rows: npt.NDArray[np.integer], created_at: int) -> None:

@@ -9,8 +9,9 @@
 
 The stages themselves live in shared/plan.py, shared/guard.py, shared/removals.py and
 shared/syncstate.py; this module holds one run's use of them, so the run stays a short
-driver. Completed jobs are recorded as they settle and applied when the state is built,
-after the reader thread that classifies has finished.
+driver. Completed jobs are handed to the plan as they settle (the event loop only
+appends them; the reader thread that classifies never reads them), and applied when the
+state is built, after the reading has finished.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from shared.definitions import ExportDefinition
+from shared.engine import release_free_memory
 from shared.guard import GuardVerdict
 from shared.importjobs import SettledJob
 from shared.klaviyo import KlaviyoClient
@@ -63,7 +65,6 @@ class SyncRun:
         self._loaded: LoadedState | None = None
         self.planner: Planner | None = None
         self.removal: RemovalResult | None = None
-        self._confirmed: list[tuple[np.ndarray, int]] = []
         self.saved = False
         self.removals_skipped: str | None = None  # why leavers were kept this run
         self.kept_for_other_exports = 0  # leavers another export on the list still syncs
@@ -122,8 +123,9 @@ class SyncRun:
         if job.failed:
             keys = np.delete(keys, sorted(job.failed))
         # Klaviyo's created_at is what joined_group_at is compared with later; a job
-        # whose answer lacks it falls back to when this process sent it.
-        self._confirmed.append((keys.copy(), job.created_at_ms))
+        # whose answer lacks it falls back to when this process sent it. (The plan
+        # copies the keys: the batch may be reused.)
+        self._planner.confirm(keys, job.created_at_ms)
 
     def judge(self) -> GuardVerdict:
         """The guard's verdict, once the whole snapshot is classified."""
@@ -211,11 +213,10 @@ class SyncRun:
         """Store the next state: what Klaviyo confirmed. Blocking; not in a dry run."""
         if self.options.dry_run or self._store is None or self._loaded is None:
             return
-        planner = self._planner
-        for keys, created_at_ms in self._confirmed:
-            planner.confirm(keys, created_at_ms)
-        self._confirmed.clear()
-        self._store.save(planner.next_state(self.run_id), self._loaded)
+        # The reading's buffers are freed by now: give their pages back before the
+        # next state needs memory of its own.
+        release_free_memory()
+        self._store.save(self._planner.next_state(self.run_id), self._loaded)
         self.saved = True
 
     @property
@@ -232,9 +233,6 @@ class SyncRun:
         if self.options.dry_run:
             members = _planned_members(summary, self.removal)
         else:
-            for keys, created_at_ms in self._confirmed:  # jobs settled, state not saved
-                planner.confirm(keys, created_at_ms)
-            self._confirmed.clear()
             members = planner.members()
         removal = self.removal.counts if self.removal is not None else None
         return {

@@ -490,3 +490,23 @@ def test_planner_memory_is_reported(day1):
     empty = planner.nbytes
     planner.classify(*block_arrays({f"new{i}": 0 for i in range(100)}))
     assert planner.nbytes > empty + 100 * 16  # each pending joiner's key and hash at least
+
+
+def test_the_next_state_merges_stayers_and_joiners_in_key_order_with_their_rows():
+    # A large enough day for every interleaving: stayers, leavers, joiners (blocks of
+    # several sizes), and the rows must stay aligned with their e-mails.
+    names = [f"m{i}" for i in range(3000)]
+    klaviyo = KlaviyoList()
+    first = run_day(None, dict.fromkeys(names[:2000], 0), klaviyo, generation="run-1")
+    today = {n: (1 if i % 7 == 0 else 0) for i, n in enumerate(names[500:])}  # 500 leave
+    day2 = run_day(first.state, today, klaviyo, generation="run-2", allow=True, block_size=97)
+    state = day2.state
+    assert np.all(state.keys[1:] > state.keys[:-1])
+    assert len(state) == 1500 + 1000  # stayers and joiners; the leavers were removed
+    assert np.array_equal(state.keys, [email_key(e) for e in state.emails.to_list()])
+    for name in ("m0", "m499"):
+        assert row(day2, name) is None
+    for name in ("m500", "m501", "m1999", "m2000", "m2999"):
+        got = row(day2, name)
+        assert got is not None and got["hash"] == attr_hash(name, today[name])
+        assert got["flags"] == CONFIRMED

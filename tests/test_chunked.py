@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from shared.chunked import ChunkedArray, ChunkedStrings
+from shared.engine import pl
+
+
+def test_an_array_appended_across_chunks_reads_back_in_order():
+    column = ChunkedArray(np.uint64, chunk_bytes=64)  # 8 values a chunk
+    values = np.arange(1000, dtype=np.uint64)
+    for start in range(0, 1000, 37):
+        column.append(values[start : start + 37])
+    assert len(column) == 1000
+    assert np.array_equal(column.to_array(), values)
+    assert column.nbytes == 8 * 8 * 125  # whole chunks, nothing per append
+    column.clear()
+    assert len(column) == 0 and column.to_array().size == 0
+
+
+def test_strings_read_back_whole_across_chunk_boundaries_in_any_order():
+    store = ChunkedStrings(chunk_bytes=100)  # strings of 10-60 bytes: many boundaries
+    expected: list[str] = []
+    for block in range(60):
+        strings = [f"{block}.é{i}@ex.com" * (1 + i % 3) for i in range(block % 7)]
+        expected += strings
+        store.append(pl.Series(strings, dtype=pl.String))
+    order = np.random.default_rng(3).permutation(len(expected))
+    drained = store.drain(order)
+    assert drained.dtype == pl.String and drained.name == "email"
+    assert drained.to_list() == [expected[i] for i in order]
+    assert len(store) == 0 and store.nbytes == 0  # the chunks are freed
+    assert store.drain().to_list() == []
+
+
+def test_strings_default_to_input_order_and_refuse_what_a_length_cannot_hold():
+    store = ChunkedStrings()
+    store.append(pl.Series(["b@x.io", "a@x.io"]))
+    store.append(pl.Series([], dtype=pl.String))
+    assert store.drain().to_list() == ["b@x.io", "a@x.io"]
+    with pytest.raises(ValueError, match="65,535"):
+        store.append(pl.Series(["x" * 70_000]))
+    with pytest.raises(ValueError, match="no nulls"):
+        store.append(pl.Series(["a@x.io", None]))
+    assert len(store) == 0  # nothing half-appended
+
+
+def test_spilled_chunks_leave_memory_and_read_back_the_same():
+    column = ChunkedArray(np.int64, chunk_bytes=80, spill=True)  # 10 values a chunk
+    values = np.arange(-500, 500, dtype=np.int64)
+    for start in range(0, 1000, 33):
+        column.append(values[start : start + 33])
+    assert column.nbytes == 80  # only the chunk being filled is held
+    assert np.array_equal(column.to_array(), values)
+    assert np.array_equal(column.to_array(), values)  # reading back does not consume
+
+    store = ChunkedStrings(chunk_bytes=64, spill=True)
+    expected = [f"p{i}@ex.ample" for i in range(300)]
+    for start in range(0, 300, 7):
+        store.append(pl.Series(expected[start : start + 7]))
+    assert store.nbytes == 64 + (1 << 19)  # one chunk of bytes, one of lengths (512 KB)
+    assert store.drain(np.arange(299, -1, -1)).to_list() == expected[::-1]
