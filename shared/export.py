@@ -275,14 +275,19 @@ class ExportRun:
         # next sync state need memory of their own.
         assert self._source is not None
         self._source.close()
-        self.tally.unchanged = self.sync.rows_unchanged
-        self.sync.judge()
-        if await asyncio.to_thread(self._snapshot_changed):
-            # Who "left" is judged against a snapshot that is no longer the one read
-            # (a partition still being written looks like leavers): remove nobody now.
-            self.sync.skip_removals("the snapshot changed while it was read")
-            return
-        await self.sync.remove(client)
+        # Beside the last jobs and the removals, which mostly wait for Klaviyo.
+        sealed = asyncio.create_task(asyncio.to_thread(self.sync.seal))
+        try:
+            self.tally.unchanged = self.sync.rows_unchanged
+            self.sync.judge()
+            if await asyncio.to_thread(self._snapshot_changed):
+                # Who "left" is judged against a snapshot that is no longer the one read
+                # (a partition still being written looks like leavers): remove nobody now.
+                self.sync.skip_removals("the snapshot changed while it was read")
+                return
+            await self.sync.remove(client)
+        finally:
+            await sealed
 
     def _snapshot_changed(self) -> bool:
         if not self.sync.has_leavers:

@@ -279,6 +279,13 @@ class Planner:
 
     # -- results -----------------------------------------------------------------------
 
+    def seal(self) -> None:
+        """Sort the joiners now that the reading is over (they are sorted at the save
+        otherwise): the run calls it while its last jobs are still with Klaviyo, so the
+        sort (~0.85 s of CPU at 1M joiners) is not added to the run's end."""
+        with self._lock:
+            self._joiners()
+
     def _settle(self) -> _Settled:
         with self._lock:
             if self._settled is None:

@@ -109,6 +109,12 @@ class SyncRun:
         send = self._planner.classify(profiles.keys, profiles.attr_hashes, profiles.emails)
         return profiles.select(send)
 
+    def seal(self) -> None:
+        """The reading is over: sort the joiners for the next state now, while the last
+        jobs run (blocking; not needed in a dry run, which saves nothing)."""
+        if self.planner is not None and not self.options.dry_run:
+            self.planner.seal()
+
     @property
     def rows_unchanged(self) -> int:
         return self._planner.rows_unchanged if self.planner is not None else 0

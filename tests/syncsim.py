@@ -83,6 +83,7 @@ def run_day(
     allow: bool = False,
     block_size: int = 3,
     job_size: int = 4,
+    seal: bool = False,
 ) -> Day:
     """One run: classify in blocks, send jobs to ``klaviyo``, remove, next state.
 
@@ -97,6 +98,8 @@ def run_day(
         part = slice(start, start + block_size)
         mask = planner.classify(keys[part], hashes[part], pl.Series(emails[part]))
         to_send.extend(keys[part][mask].tolist())
+    if seal:  # as a run does once it has read everything, before its jobs are done
+        planner.seal()
     verdict = planner.check_guard(max_removal_percent=limit, allow_mass_removal=allow)
     failed = {email_key(email(n)) for n in fail}
     for start in range(0, len(to_send), job_size):

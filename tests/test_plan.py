@@ -510,3 +510,19 @@ def test_the_next_state_merges_stayers_and_joiners_in_key_order_with_their_rows(
         got = row(day2, name)
         assert got is not None and got["hash"] == attr_hash(name, today[name])
         assert got["flags"] == CONFIRMED
+
+
+def test_sealing_the_joiners_before_the_jobs_end_changes_nothing():
+    names = [f"s{i}" for i in range(600)]
+    days = []
+    for seal in (False, True):
+        klaviyo = KlaviyoList()
+        first = run_day(None, dict.fromkeys(names[:400], 0), klaviyo, generation="r1", seal=seal)
+        today = {n: i % 5 for i, n in enumerate(names[100:])}
+        again = run_day(first.state, today, klaviyo, generation="r2", allow=True, seal=seal)
+        days.append(again)
+    sealed, plain = days[1].state, days[0].state
+    assert sealed.emails.to_list() == plain.emails.to_list()
+    for column in ("keys", "attr_hashes", "first_added_ms", "flags"):
+        assert np.array_equal(getattr(sealed, column), getattr(plain, column)), column
+    assert days[1].members == days[0].members
