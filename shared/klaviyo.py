@@ -72,7 +72,12 @@ def error_summary(errors: list[dict]) -> str:
     for err in errors[:3]:
         title = err.get("title") or err.get("code") or "error"
         detail = err.get("detail")
-        parts.append(f"{title}: {detail}" if detail and detail != title else str(title))
+        if not detail:
+            parts.append(str(title))
+        elif str(detail).startswith(str(title)):  # 429: "Request was throttled. Expected ..."
+            parts.append(str(detail))
+        else:
+            parts.append(f"{title}: {detail}")
     return mask_addresses("; ".join(parts)) or "no error detail"
 
 

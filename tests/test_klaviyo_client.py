@@ -165,6 +165,15 @@ def test_error_summaries_mask_addresses():
     assert "a***@example.com" in summary and summary.startswith("Invalid input.: ")
 
 
+def test_a_detail_that_repeats_the_title_is_said_once():
+    throttled = {
+        "title": "Request was throttled.",
+        "detail": "Request was throttled. Expected available in 1 second.",
+    }
+    assert error_summary([throttled]) == "Request was throttled. Expected available in 1 second."
+    assert error_summary([{"title": "Not found.", "detail": None}]) == "Not found."
+
+
 async def test_fatal_error_messages_never_carry_a_full_address():
     def handler(request):
         return _error(
