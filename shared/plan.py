@@ -121,6 +121,9 @@ class Planner:
         # classify() runs in the reader thread and confirm() on the event loop; a report
         # of a failed run may settle the plan while the reader finishes its last block.
         self._lock = threading.Lock()
+        # Sorting the joiners takes seconds at 10M; the event loop's confirm() must not
+        # wait for it, so it has a lock of its own (taken after _lock when both are).
+        self._seal_lock = threading.Lock()
         self.verdict: GuardVerdict | None = None
         self._resolved: dict[str, U64] = {}
 
@@ -283,8 +286,7 @@ class Planner:
         """Sort the joiners now that the reading is over (they are sorted at the save
         otherwise): the run calls it while its last jobs are still with Klaviyo, so the
         sort (~0.85 s of CPU at 1M joiners) is not added to the run's end."""
-        with self._lock:
-            self._joiners()
+        self._joiners()
 
     def _settle(self) -> _Settled:
         with self._lock:
@@ -297,20 +299,21 @@ class Planner:
     def _joiners(self) -> tuple[U64, U64, pl.Series]:
         """The joiners sorted by key (keys, hashes, e-mails), made once the reading is
         over; the chunks they were gathered in are freed."""
-        if self._sealed is None:
-            # Column by column, each chunked column freed once it is an array: the
-            # e-mails' gather, the save's biggest moment, has nothing else beside it.
-            key_chunks, hash_chunks = self._joined.columns
-            keys = key_chunks.to_array()
-            key_chunks.clear()
-            # Defensive: a key sent twice (the run-wide dedupe makes that impossible)
-            # keeps its first send, so the next state has one row per person.
-            first = _first_of_each(keys)
-            keys = keys[first]
-            hashes = hash_chunks.to_array()[first]
-            hash_chunks.clear()
-            self._sealed = (keys, hashes, self._joined_emails.drain(first))
-        return self._sealed
+        with self._seal_lock:
+            if self._sealed is None:
+                # Column by column, each chunked column freed once it is an array: the
+                # e-mails' gather, the save's biggest moment, has nothing else beside it.
+                key_chunks, hash_chunks = self._joined.columns
+                keys = key_chunks.to_array()
+                key_chunks.clear()
+                # Defensive: a key sent twice (the run-wide dedupe makes that impossible)
+                # keeps its first send, so the next state has one row per person.
+                first = _first_of_each(keys)
+                keys = keys[first]
+                hashes = hash_chunks.to_array()[first]
+                hash_chunks.clear()
+                self._sealed = (keys, hashes, self._joined_emails.drain(first))
+            return self._sealed
 
     @property
     def rows_unchanged(self) -> int:

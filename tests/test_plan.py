@@ -3,6 +3,8 @@ multi-run sequence against a simulated list (tests/syncsim.py)."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import polars as pl
 import pytest
@@ -526,3 +528,17 @@ def test_sealing_the_joiners_before_the_jobs_end_changes_nothing():
     for column in ("keys", "attr_hashes", "first_added_ms", "flags"):
         assert np.array_equal(getattr(sealed, column), getattr(plain, column)), column
     assert days[1].members == days[0].members
+
+
+def test_a_seal_in_progress_never_holds_up_the_event_loops_confirm(day1):
+    planner = Planner(day1.state, target=TARGET)
+    keys, hashes, emails = block_arrays({f"late{i}": 0 for i in range(10)})
+    planner.classify(keys, hashes, pl.Series(emails))
+    confirmed = threading.Event()
+    with planner._seal_lock:  # as if seal() were sorting the joiners in its thread
+        worker = threading.Thread(target=lambda: (planner.confirm(keys, 5), confirmed.set()))
+        worker.start()
+        assert confirmed.wait(timeout=30), "confirm() waited for the seal"
+    worker.join()
+    planner.seal()
+    assert planner.members()["added"] == 10
