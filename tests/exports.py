@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import random
 import uuid
 from pathlib import Path
 from typing import Any
 
 from azure.storage.blob import ContainerClient
 
+from shared.definitions import parse_definition
+from shared.export import RunOptions
+from shared.keyvault import LocalApiKey
+from shared.retry import RetryPolicy
+from shared.runner import run_definition
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("CustomerId", "Email", "FirstName", "Phone", "Country")
 FOLDER = "CustomerInsights_test/KlaviyoExport"
 SEGMENT = "Vips"
+# How the example definition maps COLUMNS.
+MAPPING = {
+    "email": "Email",
+    "phone_number": "Phone",
+    "external_id": "CustomerId",
+    "first_name": "FirstName",
+}
+OPTIONS = {"phone_default_region": "NL", "phone_region_column": "Country"}
+FAST_RETRY = RetryPolicy(max_attempts=12, backoff=0.02, max_backoff=0.2, rng=random.Random(3))
 
 
 def write_small_export(
@@ -66,13 +82,7 @@ def definition_doc(
     doc = json.loads((ROOT / "examples" / "vip-customers.json").read_text())
     doc["source"] = {"container": container, "folder": folder, "segment": segment}
     if segment == SEGMENT and folder == FOLDER:
-        doc["mapping"] = {
-            "email": "Email",
-            "phone_number": "Phone",
-            "external_id": "CustomerId",
-            "first_name": "FirstName",
-        }
-        doc["options"] = {"phone_default_region": "NL", "phone_region_column": "Country"}
+        doc["mapping"], doc["options"] = dict(MAPPING), dict(OPTIONS)
     for key, value in changes.items():
         doc[key] = value
     return doc
@@ -125,3 +135,16 @@ def write_partitions(
         data = content if isinstance(content, bytes) else b"\xef\xbb\xbf" + content.encode()
         container.upload_blob(name, data, overwrite=True)
     return names
+
+
+def run(definition: dict[str, Any], settings: Settings, **options: Any) -> dict[str, Any]:
+    """One run of ``definition`` (a document), as the functions run it; its report."""
+    return asyncio.run(
+        run_definition(
+            parse_definition(definition),
+            settings,
+            provider=LocalApiKey("pk_test_sandbox"),
+            client_kwargs={"retry": FAST_RETRY},
+            options=RunOptions(poll_interval=0.05, **options),
+        )
+    )

@@ -3,24 +3,18 @@ Customer Insights writes it (model.json + headerless partitions in a dated folde
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-import random
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from azure.storage.blob import ContainerClient
 
-from shared.definitions import parse_definition
-from shared.export import RunOptions
-from shared.keyvault import LocalApiKey
-from shared.retry import RetryPolicy
-from shared.runner import run_definition
 from shared.settings import Settings
 from tests.exports import ROOT, sandbox_settings
+from tests.exports import run as run  # the mirror-sync tests take it from here
 
 FOLDER = "CustomerInsights_sync/KlaviyoExport"
 SEGMENT = "Churners"
@@ -113,7 +107,6 @@ def accounted(report: dict[str, Any]) -> bool:
     return report["accounted"] is True and rows["read"] == parts
 
 
-FAST_RETRY = RetryPolicy(max_attempts=12, backoff=0.02, max_backoff=0.2, rng=random.Random(3))
 N = 2000
 FORM_IN_SEGMENT = [email(i) for i in range(40)]  # signed up by a form, also in the segment
 FORM_ONLY = [f"form{i}@example.com" for i in range(40)]  # signed up by a form only
@@ -124,19 +117,6 @@ WRITES = ("POST /api/profile-bulk-import-jobs", REMOVE)
 def sync_settings(storage_connection_string: str, sandbox_url: str) -> Settings:
     """Settings for one test: the sandbox, and a state container (sync state) of its own."""
     return sandbox_settings(storage_connection_string, sandbox_url)
-
-
-def run(definition: dict[str, Any], settings: Settings, **options: Any) -> dict[str, Any]:
-    """One run of ``definition`` (a document), as the functions run it; its report."""
-    return asyncio.run(
-        run_definition(
-            parse_definition(definition),
-            settings,
-            provider=LocalApiKey("pk_test_sandbox"),
-            client_kwargs={"retry": FAST_RETRY},
-            options=RunOptions(poll_interval=0.05, **options),
-        )
-    )
 
 
 def on_list(sandbox: Any, list_id: str = LIST_ID) -> set[str]:

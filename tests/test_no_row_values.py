@@ -18,7 +18,7 @@ import pytest
 
 from shared.auth import PRINCIPAL_HEADER
 from tests import test_function_app as function_app_tests
-from tests.exports import definition_doc, write_partitions
+from tests.exports import MAPPING, OPTIONS, definition_doc, write_partitions
 from tests.fixtures_app import admin_header
 
 # The function app's fixtures (settings, Azurite, sandbox, Key Vault stand-in), by name.
@@ -125,14 +125,9 @@ def test_bad_input_end_to_end_quotes_no_row_value(
     options, files = CASES[case]
     segments = blob_service.get_container_client(app_env[1])
     write(segments, files, header=options["header"], attributes=options.get("attributes", COLUMNS))
-    doc = definition_doc(app_env[1], folder=FOLDER, segment=SEGMENT)
-    doc["mapping"] = {
-        "email": "Email",
-        "phone_number": "Phone",
-        "first_name": "FirstName",
-        "external_id": "CustomerId",
-    }
-    doc["options"] = {"phone_default_region": "NL", "phone_region_column": "Country"}
+    doc = definition_doc(
+        app_env[1], folder=FOLDER, segment=SEGMENT, mapping=dict(MAPPING), options=dict(OPTIONS)
+    )
     name = "leak-" + case
     caplog.set_level(logging.DEBUG)
 

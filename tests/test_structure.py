@@ -3,24 +3,19 @@ first job, and the messages never quote a cell of a data file."""
 
 from __future__ import annotations
 
-import asyncio
-import random
-
 import pytest
 
 from shared.definitions import parse_definition
 from shared.errors import InputError
-from shared.keyvault import LocalApiKey
-from shared.retry import RetryPolicy
-from shared.runner import check_definition, run_definition
+from shared.runner import check_definition
 from shared.settings import Settings
 from tests.exports import definition_doc, sandbox_settings, write_partitions
+from tests.exports import run as run_export
 
 FOLDER = "CI_struct/KlaviyoExport"
 SEGMENT = "Vips"
 STAMP = "2026/11/01/0900"
 COLUMNS = ("CustomerId", "Email", "FirstName", "Phone", "Country")
-FAST_RETRY = RetryPolicy(max_attempts=5, backoff=0.02, max_backoff=0.2, rng=random.Random(3))
 
 
 @pytest.fixture
@@ -51,14 +46,7 @@ def write(container, files: list[str | bytes], *, header: bool) -> None:
 def run(container, settings):
     doc = definition_doc(container.container_name, folder=FOLDER, segment=SEGMENT)
     doc["mapping"] = {"email": "Email", "phone_number": "Phone", "first_name": "FirstName"}
-    return asyncio.run(
-        run_definition(
-            parse_definition(doc),
-            settings,
-            provider=LocalApiKey("pk_test_sandbox"),
-            client_kwargs={"retry": FAST_RETRY},
-        )
-    )
+    return run_export(doc, settings)
 
 
 def sent_nothing(sandbox) -> bool:
