@@ -137,8 +137,10 @@ class ImportJobs:
             self._tally.jobs_submitted += 1
             self._tally.profiles_submitted += len(batch)
             batch.release_payload()
-            await self._checkpoint.accept(batch.index, job.id, len(batch), removed)
+            # Polled from now on; the checkpoint write may wait for its turn (see
+            # shared/checkpoint.py), and the slot stays taken until it is stored.
             self._track(batch, job.id, sent_ms)
+            await self._checkpoint.accept(batch.index, job.id, len(batch), removed)
         finally:
             slots.release()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -65,3 +66,25 @@ async def test_a_failed_write_is_raised_to_every_waiter_and_later_changes():
     with pytest.raises(RuntimeError, match="another instance"):
         await writer.changed()
     assert writer.writes == 0
+
+
+async def test_writes_start_at_least_the_interval_apart_and_take_every_change_between():
+    starts: list[float] = []
+    saved: list[dict] = []
+
+    def save(doc: dict) -> None:
+        starts.append(time.monotonic())
+        saved.append(dict(doc["jobs"]))
+
+    writer = CheckpointWriter({"jobs": {}}, save, min_interval=0.3)
+    writer.document["jobs"]["0"] = 0
+    await writer.changed()  # the first write does not wait
+    waiters = []
+    for i in range(1, 6):  # five jobs accepted within the interval
+        writer.document["jobs"][str(i)] = i
+        waiters.append(asyncio.create_task(writer.changed()))
+    await asyncio.gather(*waiters)
+
+    assert writer.writes == 2
+    assert starts[1] - starts[0] >= 0.3
+    assert saved[1] == {str(i): i for i in range(6)}
