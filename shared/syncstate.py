@@ -22,7 +22,6 @@ smallest, carries the metadata inside the file, and any Parquet tool can open it
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import io
@@ -46,11 +45,12 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ContentSettings
+from azure.storage.blob import ContainerClient, ContentSettings
 
 from shared.definitions import ExportDefinition
 from shared.errors import ExportError
 from shared.state import ConcurrentUpdateError
+from shared.storage import upload_in_blocks
 
 __all__ = [
     "CONFIRMED",
@@ -75,7 +75,6 @@ CONFIRMED: Final = np.uint8(1)
 RETRY: Final = np.uint8(2)
 
 _META_KEY: Final = "klaviyo_sync_state"
-_UPLOAD_BLOCK: Final = 1 << 20  # bytes of a generation staged at a time (20 at 1M people)
 _ROW_GROUP: Final = 16_384  # rows per Parquet row group (see SyncState.write_parquet)
 #: Column in the file -> attribute of SyncState.
 _COLUMNS: Final = {
@@ -316,17 +315,6 @@ class SyncState:
             raise SyncStateError(f"{source}: inconsistent sync state ({exc})") from None
 
 
-def _upload_in_blocks(blob: BlobClient, body: IO[bytes]) -> dict[str, Any]:
-    """Upload ``body`` as a block blob, one ``_UPLOAD_BLOCK`` in memory at a time; the
-    blob changes only when the block list is committed (a whole file or none)."""
-    blocks = []
-    while chunk := body.read(_UPLOAD_BLOCK):
-        block = BlobBlock(base64.b64encode(f"{len(blocks):08d}".encode()).decode())
-        blob.stage_block(block.id, chunk, length=len(chunk))
-        blocks.append(block)
-    return blob.commit_block_list(blocks, content_settings=_PARQUET)
-
-
 def _is_strictly_sorted(keys: U64) -> bool:
     return bool(np.all(keys[1:] > keys[:-1]))
 
@@ -476,11 +464,12 @@ class SyncStateStore:
         name = self.blob_name(meta.generation)
         # Through a temporary file, not a buffer in memory, uploaded a block at a time:
         # measured at 1M people, the file costs 20 MB less than a buffer, and 1 MB blocks
-        # ~25 MB less than upload_blob, which reads a file under 64 MB whole.
+        # ~25 MB less than upload_blob, which reads a file under 64 MB whole; three blocks
+        # in flight at once took the upload of 24 blocks from 0.5 s to ~0.2 s.
         with tempfile.TemporaryFile() as body:
             state.write_parquet(body)
             body.seek(0)
-            written = _upload_in_blocks(self._container.get_blob_client(name), body)
+            written = upload_in_blocks(self._container.get_blob_client(name), body, _PARQUET)
         history = [meta.generation, *(g for g in base.history if g != meta.generation)]
         pointer = {
             "format_version": FORMAT_VERSION,
