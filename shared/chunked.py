@@ -9,7 +9,7 @@ between the blocks' freed working memory, so the allocators cannot hand those pa
 Measured at 1M joiners (first run, 1M x 3 partitions): per-block Series and arrays grew
 the run by ~90 bytes a person; these chunks hold the same in ~45.
 
-Chunks are 512 KB and up: allocated on their own (mmap) and returned whole when freed.
+Chunks are 512 KB and up, few and long-lived (not hundreds of small allocations).
 With ``spill=True`` (the plan's choice) each full chunk goes to a temporary file and only
 the one being filled stays in memory: the values are read back once, when the reading is
 over and its working memory is gone. The file's pages are the kernel's (reclaimable
@@ -32,7 +32,7 @@ from shared.engine import pl
 
 __all__ = ["ChunkedArray", "ChunkedStrings"]
 
-_CHUNK_BYTES = 1 << 19  # 512 KB: well above glibc's mmap threshold (256 KB, shared/engine.py)
+_CHUNK_BYTES = 1 << 19  # 512 KB
 
 
 _PART = 1 << 17  # strings of the result ChunkedStrings.drain gathers in one pass

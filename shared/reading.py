@@ -20,6 +20,7 @@ from shared.blocks import BlockReader
 from shared.cdm import load_cdm
 from shared.dedupe import SeenKeys
 from shared.definitions import ExportDefinition
+from shared.engine import release_free_memory
 from shared.importjobs import RejectRow
 from shared.mapping.columns import BlockMapper
 from shared.profileblock import ProfileBlock
@@ -95,6 +96,11 @@ def batches(
             profiles = to_send(profiles)
             tally.profiles_packed += len(profiles)
             yield from packer.pack(profiles)
+            # Each block frees megabytes of buffers from several threads, and glibc keeps
+            # the freed pages between the blocks' live ones. Handing them back after
+            # every block (~0.3 ms) cut the 1M x 3 run's peak by ~15 MB (292-295 ->
+            # 275-280 MB, measured); every fourth block did nothing.
+            release_free_memory()
     last = packer.flush()
     if last is not None:
         yield last
