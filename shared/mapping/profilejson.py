@@ -13,6 +13,7 @@ orjson's own bytes; both are merged by row, and profiles over Klaviyo's 100 KB r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 import orjson
@@ -112,16 +113,15 @@ class ProfileJson:
         if phones is not None:
             frame = frame.with_columns(ph_code=phones.code, ph_tail=phones.tail)
             dropped = frame["has_phone"].to_numpy()[rows] & ~phones.valid[rows]
-        json, sizes = self._write(block, frame, rows)
+        parts, sizes = self._write(block, frame, rows)
         emails = frame["email_norm"].gather(rows)
         if slow.rows:
             order = np.argsort(np.concatenate([rows, slow.rows]), kind="stable")
             rows = np.concatenate([rows, slow.rows])[order]
-            json = pl.concat([json, pl.Series(slow.parts, dtype=pl.Binary)]).gather(order)
+            parts = _in_order([*parts, *slow.parts], order)
             emails = pl.concat([emails, pl.Series(slow.emails, dtype=pl.String)]).gather(order)
             sizes = np.concatenate([sizes, np.fromiter(map(len, slow.parts), np.int64)])[order]
             dropped = np.concatenate([dropped, np.array(slow.dropped, dtype=bool)])[order]
-        parts = json.to_list()
         big = []
         over = sizes > MAX_PROFILE_BYTES
         if over.any():
@@ -143,10 +143,10 @@ class ProfileJson:
 
     def _write(
         self, block: RowBlock, frame: pl.DataFrame, rows: np.ndarray
-    ) -> tuple[pl.Series, np.ndarray]:
-        """The JSON (Binary) and its byte size of each of ``rows``, in that order."""
+    ) -> tuple[list[bytes], np.ndarray]:
+        """The JSON and its byte size of each of ``rows``, in that order."""
         if not rows.size:
-            return pl.Series("json", [], dtype=pl.Binary), np.zeros(0, dtype=np.int64)
+            return [], np.zeros(0, dtype=np.int64)
         plain = block.plain[rows] if block.plain is not None else np.zeros(rows.size, bool)
         key = frame.select(self.shape()).to_series().to_numpy()[rows] * 2 + ~plain
         order = np.argsort(key, kind="stable")
@@ -162,13 +162,16 @@ class ProfileJson:
             grouped.slice(a, b - a).select(self._template(int(key[a])))
             for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
         ]
-        back = np.empty_like(order)
-        back[order] = np.arange(order.size)
-        json = _col("json").gather(back)
+        json = _col("json")
         written = (
             pl.concat(pieces).select(json.cast(pl.Binary), json.str.len_bytes().alias("size"))
         ).collect()
-        return written["json"], written["size"].to_numpy().astype(np.int64)
+        # Back to row order as Python objects: the engine's gather of the strings cost
+        # 0.47 µs a row (a third of the JSON's cost, measured), reordering the list ~0.01.
+        back = np.empty_like(order)
+        back[order] = np.arange(order.size)
+        parts = _in_order(written["json"].to_list(), back)
+        return parts, written["size"].to_numpy().astype(np.int64)[back]
 
     def _template(self, key: int) -> pl.Expr:
         """The ``pl.format`` expression (named ``json``) for rows of this shape (bit 0:
@@ -194,6 +197,13 @@ class ProfileJson:
                     args += inner_args
             self._templates[key] = pl.format(text + "}}}}", *args).alias("json")
         return self._templates[key]
+
+
+def _in_order(items: list[bytes], order: np.ndarray) -> list[bytes]:
+    """``items[order[0]], items[order[1]], ...`` as a list."""
+    if order.size <= 1:
+        return [items[int(i)] for i in order]
+    return list(itemgetter(*order.tolist())(items))
 
 
 def _pieces(fields: list[Field], escape: bool) -> tuple[str, list[pl.Expr]]:
