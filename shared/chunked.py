@@ -36,25 +36,14 @@ _CHUNK_BYTES = 1 << 19  # 512 KB
 
 
 _PART = 1 << 17  # strings of the result ChunkedStrings.drain gathers in one pass
+_WIDE = 64  # bytes: strings up to this long are gathered as fixed-width rows
+_ROW = np.dtype(f"V{_WIDE}")
+_PREFIX_MASKS = np.arange(_WIDE)[None, :] < np.arange(_WIDE + 1)[:, None]  # row k: k Trues
 
 
-def _copy_strings(
-    source: npt.NDArray[np.uint8],
-    starts: npt.NDArray[np.integer],
-    out: npt.NDArray[np.uint8],
-    into: npt.NDArray[np.int64],
-    size: npt.NDArray[np.int64],
-) -> None:
-    """Copy string k, ``size[k]`` bytes at ``starts[k]`` of ``source``, to ``into[k]``
-    of ``out``, for every k at once."""
-    # int32 indexes (a chunk and a part are a few MB): half the memory traffic of int64.
-    size32 = size.astype(np.int32)
-    within = np.arange(int(size.sum()), dtype=np.int32)
-    within -= np.repeat(_exclusive_cumsum(size32, np.int32), size32)  # byte in its string
-    where = np.repeat(into.astype(np.int32), size32)
-    where += within
-    within += np.repeat(starts.astype(np.int32), size32)  # now where each byte comes from
-    out[where] = source[within]
+def _windows(data: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
+    """Item k: the ``_WIDE`` bytes of ``data`` from byte k on (overlapping views)."""
+    return np.ndarray(buffer=data, dtype=_ROW, shape=(data.size - _WIDE + 1,), strides=(1,))
 
 
 def _exclusive_cumsum(values: npt.NDArray[np.integer], dtype: type[np.integer]) -> Any:
@@ -230,11 +219,7 @@ class ChunkedStrings:
             rows = order[first : first + _PART]
             size = lengths[rows].astype(np.int64)
             into = _exclusive_cumsum(size, np.int64)
-            out = np.empty(int(size.sum()), np.uint8)
-            for i in range(len(self._chunks)):
-                at = np.flatnonzero((rows >= bounds[i]) & (rows < bounds[i + 1]))
-                if at.size:
-                    _copy_strings(self._chunk(i), starts[rows[at]], out, into[at], size[at])
+            out = self._gather_part(rows, starts, bounds, size, into)
             value = pl.Series([out.tobytes()], dtype=pl.Binary)
             del out
             # Slices of one value are views into its buffer: no copy of the bytes.
@@ -247,6 +232,62 @@ class ChunkedStrings:
         # A part a chunk: joining them would copy every view (+16 MB at 1M), and a next
         # state is only written (SyncState leaves the chunks as they are).
         return pl.concat(parts, rechunk=False).cast(pl.String).alias(name)
+
+    def _gather_part(
+        self,
+        rows: npt.NDArray[np.int64],
+        starts: npt.NDArray[np.int32],
+        bounds: npt.NDArray[np.int64],
+        size: npt.NDArray[np.int64],
+        into: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.uint8]:
+        """The bytes of strings ``rows``, in that order, in one pass over the chunks.
+
+        Each string of up to ``_WIDE`` bytes (nearly every e-mail) is copied as one
+        ``_WIDE``-byte item into a matrix in output order, which one sequential pass then
+        cuts to the strings' sizes; longer ones are copied apart. Copying byte by byte,
+        with index arithmetic on every byte and writes scattered over the output, took
+        1.2-1.8 s at 1M e-mails; this ~0.4 s (measured)."""
+        wide = np.zeros(rows.size, _ROW)
+        # The strings grouped by chunk (a radix sort of small chunk numbers).
+        small = np.uint16 if len(bounds) <= 1 << 16 else np.int64
+        chunk_of = (np.searchsorted(bounds, rows, side="right") - 1).astype(small)
+        by_chunk = np.argsort(chunk_of, kind="stable")
+        edges = np.searchsorted(chunk_of[by_chunk], np.arange(len(bounds)))
+        long: dict[int, npt.NDArray[np.uint8]] = {}
+        for i in range(len(self._chunks)):
+            at = by_chunk[edges[i] : edges[i + 1]]
+            if not at.size:
+                continue
+            chunk = self._chunk(i)
+            begin, length = starts[rows[at]].astype(np.int64), size[at]
+            is_long = length > _WIDE
+            for k, b, n in zip(at[is_long], begin[is_long], length[is_long], strict=True):
+                long[int(k)] = chunk[b : b + n].copy()
+            near = ~is_long & (begin + _WIDE > chunk.size)  # the chunk ends within _WIDE
+            fits = ~is_long & ~near
+            if fits.any():
+                wide[at[fits]] = _windows(chunk)[begin[fits]]
+            if near.any():
+                base = max(chunk.size - _WIDE, 0)
+                tail = np.zeros(2 * _WIDE, np.uint8)
+                tail[: chunk.size - base] = chunk[base:]
+                wide[at[near]] = _windows(tail)[begin[near] - base]
+        keep = _PREFIX_MASKS[np.minimum(size, _WIDE)]
+        if not long:
+            return wide.view(np.uint8).reshape(rows.size, _WIDE)[keep]
+        keep[list(long)] = False
+        short = wide.view(np.uint8).reshape(rows.size, _WIDE)[keep]
+        out = np.empty(int(size.sum()), np.uint8)
+        at = taken = 0  # in out, in short
+        for k in sorted(long):  # the short strings before each long one, then it
+            run = int(into[k]) - at
+            out[at : at + run] = short[taken : taken + run]
+            at, taken = at + run, taken + run
+            out[at : at + long[k].size] = long[k]
+            at += long[k].size
+        out[at:] = short[taken:]
+        return out
 
     def _chunk(self, i: int) -> npt.NDArray[np.uint8]:
         chunk = self._chunks[i]

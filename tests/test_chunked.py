@@ -59,3 +59,27 @@ def test_spilled_chunks_leave_memory_and_read_back_the_same():
         store.append(pl.Series(expected[start : start + 7]))
     assert store.nbytes == 64 + (1 << 19)  # one chunk of bytes, one of lengths (512 KB)
     assert store.drain(np.arange(299, -1, -1)).to_list() == expected[::-1]
+
+
+@pytest.mark.parametrize("chunk_bytes", [700, 1 << 12, 1 << 21])
+def test_strings_of_every_length_read_back_in_any_order(chunk_bytes):
+    # Short strings are gathered as fixed-width rows, long ones (over 64 bytes) apart,
+    # and the last strings of a chunk from a padded copy of its end: all come back whole.
+    rng = np.random.default_rng(7)
+    sizes = np.concatenate([rng.integers(1, 60, 2000), [63, 64, 65, 66, 128, 255, 299]])
+    rng.shuffle(sizes)
+    expected = [f"{i}:" + "é" * int(n // 2) + "x" * int(n % 2) for i, n in enumerate(sizes)]
+    store = ChunkedStrings(chunk_bytes=chunk_bytes, spill=chunk_bytes > 1000)
+    for start in range(0, len(expected), 97):
+        store.append(pl.Series(expected[start : start + 97]))
+    order = rng.permutation(len(expected))
+    assert store.drain(order).to_list() == [expected[i] for i in order]
+
+
+def test_more_strings_than_one_gathering_pass_come_back_in_order():
+    store = ChunkedStrings(spill=True)
+    expected = [f"person.{i}@example.com" for i in range(300_000)]  # > 2 passes of 131,072
+    for start in range(0, len(expected), 10_000):
+        store.append(pl.Series(expected[start : start + 10_000]))
+    order = np.random.default_rng(1).permutation(len(expected))
+    assert store.drain(order).to_list() == [expected[i] for i in order]
