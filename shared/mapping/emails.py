@@ -17,7 +17,7 @@ import emval
 
 from shared.mapping.rejects import RejectCode, RowRejected
 
-__all__ = ["checked_email", "is_plain_email", "mask_email", "plain_email"]
+__all__ = ["checked_email", "is_plain_email", "mask_email", "normalised_email", "plain_email"]
 
 
 def mask_email(email: str) -> str:
@@ -55,6 +55,12 @@ _PLAIN_EMAIL: Final = re.compile(
     r"(?!(?:arpa|invalid|local|localhost|onion|test)\Z)[a-z]{2,63}"  # special-use names
 )
 is_plain_email: Final = _PLAIN_EMAIL.fullmatch
+
+
+def normalised_email(raw: str) -> str:
+    """A row's e-mail cell as it is sent: stripped, lower-cased, checked (RowRejected)."""
+    email = raw.strip().lower()
+    return email if is_plain_email(email) else checked_email(email)
 
 
 def checked_email(email: str) -> str:

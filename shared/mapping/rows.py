@@ -16,7 +16,7 @@ from typing import Any, Final, NamedTuple
 
 from shared.definitions import PROFILE_FIELDS, MappingSpec
 from shared.errors import InputError
-from shared.mapping.emails import checked_email, is_plain_email
+from shared.mapping.emails import normalised_email
 from shared.mapping.phones import REGIONS, to_e164
 from shared.mapping.rejects import RejectCode, RowRejected
 from shared.mapping.values import CONVERTERS, COORDINATE_RANGE, clean_text, shown, to_number
@@ -113,9 +113,7 @@ class ProfileMapper:
         left out and flagged in ``phone_dropped`` instead.
         """
         # One method, no helpers per section: each call costs more than its loop here.
-        email = values[self._email].strip().lower()
-        if not is_plain_email(email):
-            email = checked_email(email)
+        email = normalised_email(values[self._email])
         attributes: dict[str, Any] = {"email": email}
         phone_dropped = False
         if self._phone is not None and (raw := values[self._phone].strip()):
