@@ -39,9 +39,9 @@ from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 
 from shared.chunked import ChunkedArray, ChunkedStrings
+from shared.engine import pl
 from shared.guard import GuardVerdict, check_removals
 from shared.keyindex import KeyIndex, KeyMerge
 from shared.syncstate import CONFIRMED, RETRY, StateMeta, SyncState, SyncTarget

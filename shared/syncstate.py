@@ -36,7 +36,6 @@ from typing import IO, Any, Final
 import numpy as np
 import numpy.typing as npt
 import orjson
-import polars as pl
 import xxhash
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -48,6 +47,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient, ContentSettings
 
 from shared.definitions import ExportDefinition
+from shared.engine import pl
 from shared.errors import ExportError
 from shared.state import ConcurrentUpdateError
 from shared.storage import upload_in_blocks

@@ -81,3 +81,42 @@ def test_polars_takes_the_thread_count_when_the_engine_is_imported():
     )
     threads, pool = out.stdout.split()
     assert threads == pool == str(usable_cpus())
+
+
+_IMPORT_ORDER = """
+import sys
+started = []
+class Log:
+    def find_spec(self, name, path=None, target=None):
+        started.append(name)
+sys.meta_path.insert(0, Log())
+import {module}
+print(started.index("shared.engine") < started.index("polars"))
+"""
+
+
+@pytest.mark.parametrize("module", ["shared.syncstate", "shared.plan", "function_app"])
+def test_importing_any_part_first_configures_the_engine_before_polars(module):
+    # polars fixes its thread pool and allocator settings on import: whichever module
+    # a process imports first, polars must come through shared.engine.
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ORDER.format(module=module)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.split()[-1] == "True"
+
+
+def test_no_module_but_the_engine_imports_polars_itself():
+    direct = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "shared").rglob("*.py")
+        if path.name != "engine.py"
+        and any(
+            line.startswith(("import polars", "from polars"))
+            for line in path.read_text(encoding="utf-8").splitlines()
+        )
+    ]
+    assert direct == []
