@@ -8,7 +8,7 @@ one write, and each caller returns once a write that includes its change is stor
 
 Writes start at most every ``WRITE_INTERVAL`` seconds. Back to back, a 1M-row run made
 ~100 checkpoint PUTs, each costing the client a few ms of GIL-held SDK work and the
-storage service ~10 ms (Azurite, measured); spaced, it makes ~25. A crash can then lose
+storage service ~10 ms (Azurite, measured); spaced, it makes ~30. A crash can then lose
 the record of at most the jobs accepted in one interval (~5 at Klaviyo's 10/s), which a
 resume sends again, as it does the jobs whose 202 never arrived.
 """
