@@ -27,8 +27,6 @@ __all__ = ["kept_for_others"]
 
 logger = logging.getLogger(__name__)
 
-_POINTER = "current.json"
-
 
 def kept_for_others(store: SyncStateStore, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
     """For each of this export's leavers (``keys``): whether another export syncing to the
@@ -45,13 +43,8 @@ def kept_for_others(store: SyncStateStore, keys: npt.NDArray[np.uint64]) -> npt.
 
 def _others_on_list(store: SyncStateStore) -> list[SyncStateStore]:
     """The other exports that keep a sync state for this list and still write to it."""
-    container, suffix = store.container, f"/{store.list_id}/{_POINTER}"
-    names = {
-        blob.name[len("sync/") : -len(suffix)]
-        for blob in container.list_blobs(name_starts_with="sync/")
-        if blob.name.endswith(suffix) and blob.name.count("/") == 3
-    }
-    names.discard(store.export)
+    container = store.container
+    names = SyncStateStore.exports_on_list(container, store.list_id) - {store.export}
     definitions = DefinitionStore(container)
     others = []
     for name in sorted(names):

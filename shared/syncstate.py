@@ -75,6 +75,8 @@ CONFIRMED: Final = np.uint8(1)
 RETRY: Final = np.uint8(2)
 
 _META_KEY: Final = "klaviyo_sync_state"
+_ROOT: Final = "sync/"  # <root><export>/<list_id>/: the generations and the pointer
+_POINTER: Final = "current.json"
 _ROW_GROUP: Final = 16_384  # rows per Parquet row group (see SyncState.write_parquet)
 #: Column in the file -> attribute of SyncState.
 _COLUMNS: Final = {
@@ -356,11 +358,21 @@ class SyncStateStore:
         self.export = export
         self.list_id = list_id
         self.keep = keep
-        self.prefix = f"sync/{export}/{list_id}/"
+        self.prefix = f"{_ROOT}{export}/{list_id}/"
 
     @property
     def pointer_name(self) -> str:
-        return self.prefix + "current.json"
+        return self.prefix + _POINTER
+
+    @staticmethod
+    def exports_on_list(container: ContainerClient, list_id: str) -> set[str]:
+        """The exports that have a current sync state for ``list_id`` in ``container``."""
+        suffix = f"/{list_id}/{_POINTER}"
+        return {
+            blob.name[len(_ROOT) : -len(suffix)]
+            for blob in container.list_blobs(name_starts_with=_ROOT)
+            if blob.name.endswith(suffix) and blob.name.count("/") == 3
+        }
 
     @property
     def container(self) -> ContainerClient:
