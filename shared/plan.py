@@ -285,7 +285,8 @@ class Planner:
     def seal(self) -> None:
         """Sort the joiners now that the reading is over (they are sorted at the save
         otherwise): the run calls it while its last jobs are still with Klaviyo, so the
-        sort (~0.85 s of CPU at 1M joiners) is not added to the run's end."""
+        sort (~0.5 s at 1M joiners, most of it the e-mails' gather) is not added to the
+        run's end."""
         self._joiners()
 
     def _settle(self) -> _Settled:

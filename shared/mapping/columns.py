@@ -279,8 +279,6 @@ class BlockMapper:
         """The rows the engine did not decide, through ProfileMapper and orjson: those
         that become profiles; the others rejected."""
         out = SlowRows()
-        if not rows.size:
-            return out
         rows = self._valid_emails(block, rows, rejects)
         if not rows.size:
             return out
