@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +21,7 @@ import orjson
 
 from .identifiers import identifier_problems
 from .jsonapi import bad_request
+from .typedbody import typed_job
 from .validation import parse_bulk_import
 
 __all__ = ["PreparedJob", "paused_gc", "prepare_bulk_import", "warm_up", "worker_init"]
@@ -64,30 +65,50 @@ def paused_gc(enabled: bool = True) -> Iterator[None]:
 def prepare_bulk_import(raw: bytes, *, keep_attributes: bool, pause_gc: bool) -> PreparedJob:
     """Parse and check a body; raise ApiError (400) as Klaviyo would."""
     with paused_gc(pause_gc):
+        # Without attributes to keep, a well-formed body needs no dicts at all.
+        typed = None if keep_attributes else typed_job(raw)
+        if typed is not None:
+            return _prepared(
+                typed.list_ids,
+                typed.emails,
+                typed.phones,
+                typed.external_ids,
+                typed.attributes,
+                None,
+            )
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise bad_request(f"The body is not valid JSON: {exc}", code="parse_error") from exc
         parsed = parse_bulk_import(body, len(raw))
         attributes = [p["attributes"] for p in parsed.profiles]
-        emails = [a.get("email") for a in attributes]
-        phones = [a.get("phone_number") for a in attributes]
-        problems = {
-            i: (field, detail, attributes[i])
-            for i, (field, detail) in identifier_problems(emails, phones).items()
-        }
-        if None in emails:
-            keys = [e.lower() if e else None for e in emails]
-        else:
-            keys = list(map(str.lower, emails))
-        return PreparedJob(
-            list_ids=parsed.list_ids,
-            keys=keys,
-            phones=phones,
-            external_ids=[a.get("external_id") for a in attributes],
-            problems=problems,
-            attributes=attributes if keep_attributes else None,
+        return _prepared(
+            parsed.list_ids,
+            [a.get("email") for a in attributes],
+            [a.get("phone_number") for a in attributes],
+            [a.get("external_id") for a in attributes],
+            attributes.__getitem__,
+            attributes if keep_attributes else None,
         )
+
+
+def _prepared(
+    list_ids: tuple[str, ...],
+    emails: list[str | None],
+    phones: list[str | None],
+    external_ids: list[str | None],
+    attributes_of: Callable[[int], dict[str, Any]],
+    attributes: list[dict[str, Any]] | None,
+) -> PreparedJob:
+    problems = {
+        i: (field, detail, attributes_of(i))
+        for i, (field, detail) in identifier_problems(emails, phones).items()
+    }
+    if None in emails:
+        keys = [e.lower() if e else None for e in emails]
+    else:
+        keys = list(map(str.lower, emails))
+    return PreparedJob(list_ids, keys, phones, external_ids, problems, attributes)
 
 
 def worker_init() -> None:

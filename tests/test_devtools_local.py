@@ -1,0 +1,49 @@
+"""The benchmark's CPU figures count a process's workers, live or exited."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psutil
+
+from devtools.local import cpu_seconds
+
+# Spins ~0.3 s of CPU, prints the CPU it used, then waits for stdin to close.
+_BURN = """
+import sys, time
+start = time.process_time()
+while time.process_time() - start < 0.3:
+    pass
+print(time.process_time(), flush=True)
+sys.stdin.read()
+"""
+# Starts two burners: one it waits for (exited), one left running; prints their CPU.
+_PARENT = f"""
+import subprocess, sys
+burn = [sys.executable, "-c", {_BURN!r}]
+exited = subprocess.Popen(burn, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+used = float(exited.stdout.readline())
+exited.stdin.close(); exited.wait()
+live = subprocess.Popen(burn, stdin=sys.stdin, stdout=subprocess.PIPE, text=True)
+used += float(live.stdout.readline())
+print(used, flush=True)
+live.wait()
+"""
+
+
+def test_cpu_seconds_counts_exited_and_live_descendants():
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        children_used = float(parent.stdout.readline())
+        alone = psutil.Process(parent.pid).cpu_times()
+        total = cpu_seconds(parent.pid)
+        assert total >= alone.user + alone.system + children_used * 0.9
+        assert children_used >= 0.6
+    finally:
+        assert parent.stdin is not None
+        parent.stdin.close()
+        parent.wait(timeout=30)
