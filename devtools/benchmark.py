@@ -43,6 +43,8 @@ from devtools.threadcpu import ThreadCpu
 FOLDER = "CustomerInsights_bench/KlaviyoExport"
 SEGMENT = "BenchSegment"
 _SAMPLE_SECONDS = 0.05
+_NEAR_PEAK_MB = 8.0  # PSS is read when RSS is this close to its highest
+_PSS_EVERY_SECONDS = 1.0
 
 
 def _definition() -> dict[str, Any]:
@@ -89,13 +91,22 @@ def _cpu(usage: resource.struct_rusage) -> float:
 
 class TreeMemory:
     """Samples the memory of a process and all its descendants (``tree=False``: the
-    process alone); keeps the peak sum."""
+    process alone); keeps the peak sum of their PSS.
+
+    Reading PSS walks every page table of the process (``smaps_rollup``): ~3 ms for a
+    300 MB exporter, which at 20 a second took ~1 s of CPU of a 1M run from the cores it
+    shares (measured with perf). RSS is a counter, so it is read every 50 ms and PSS only
+    when RSS is within ``_NEAR_PEAK_MB`` of its highest yet (where a new peak can be) or
+    a second after the last reading: the peak PSS is still read at the 50 ms pace.
+    """
 
     def __init__(self, pid: int, *, tree: bool = True) -> None:
         self._root = psutil.Process(pid)
         self._tree = tree
         self.peak_mb = 0.0
         self.measure = "PSS"
+        self._highest_rss = 0.0
+        self._pss_at = -1.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -109,19 +120,30 @@ class TreeMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, self._sample())
+            self._sample()
             self._stop.wait(_SAMPLE_SECONDS)
 
-    def _sample(self) -> float:
+    def _sample(self) -> None:
         try:
             children = self._root.children(recursive=True) if self._tree else []
-            processes = [self._root, *children]
         except psutil.NoSuchProcess:
-            return 0.0
+            return
+        processes = [self._root, *children]
+        rss = self._sum(processes, pss=False)
+        now = time.monotonic()
+        if rss >= self._highest_rss - _NEAR_PEAK_MB or now - self._pss_at >= _PSS_EVERY_SECONDS:
+            self.peak_mb = max(self.peak_mb, self._sum(processes, pss=True))
+            self._pss_at = now
+        self._highest_rss = max(self._highest_rss, rss)
+
+    def _sum(self, processes: list[psutil.Process], *, pss: bool) -> float:
         total = 0
         for process in processes:
             try:
-                total += process.memory_full_info().pss
+                if pss and self.measure == "PSS":
+                    total += process.memory_full_info().pss
+                else:
+                    total += process.memory_info().rss
             except (psutil.AccessDenied, AttributeError):
                 self.measure = "RSS"
                 total += process.memory_info().rss

@@ -7,6 +7,7 @@ import sys
 
 import psutil
 
+from devtools import benchmark
 from devtools.local import cpu_seconds
 
 # Spins ~0.3 s of CPU, prints the CPU it used, then waits for stdin to close.
@@ -47,3 +48,43 @@ def test_cpu_seconds_counts_exited_and_live_descendants():
         assert parent.stdin is not None
         parent.stdin.close()
         parent.wait(timeout=30)
+
+
+# Holds ~120 MB while its first line of stdin is unread, then ~0; prints at each step.
+_BALLOON = """
+import sys
+ballast = b"x" * (120 * 2**20)
+print("full", flush=True)
+sys.stdin.readline()
+del ballast
+print("empty", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_tree_memory_keeps_the_peak_and_reads_pss_only_near_it(monkeypatch):
+    balloon = subprocess.Popen(
+        [sys.executable, "-c", _BALLOON], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert balloon.stdin is not None and balloon.stdout is not None
+    monkeypatch.setattr(benchmark, "_PSS_EVERY_SECONDS", 3600.0)
+    try:
+        memory = benchmark.TreeMemory(balloon.pid)
+        reads = []
+        real_sum = memory._sum
+        monkeypatch.setattr(
+            memory, "_sum", lambda p, *, pss: reads.append(pss) or real_sum(p, pss=pss)
+        )
+        assert balloon.stdout.readline() == "full\n"
+        memory._sample()
+        assert memory.peak_mb >= 120
+        assert reads == [False, True]  # the first sample is the highest yet: PSS read
+        balloon.stdin.write("\n")
+        balloon.stdin.flush()
+        assert balloon.stdout.readline() == "empty\n"
+        memory._sample()
+        assert reads == [False, True, False]  # far below the peak: RSS only
+        assert memory.peak_mb >= 120  # the peak is kept
+    finally:
+        balloon.stdin.close()
+        balloon.wait(timeout=30)
