@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from devtools.klaviyo_sandbox import DEFAULT_LIST_ID
+from devtools.klaviyo_sandbox import DEFAULT_LIST_ID, typedbody
 from devtools.klaviyo_sandbox.jsonapi import ApiError
 from devtools.klaviyo_sandbox.prepare import PreparedJob, prepare_bulk_import
 from devtools.klaviyo_sandbox.typedbody import typed_job
@@ -195,3 +195,22 @@ def test_duplicate_keys_count_their_last_value_as_orjson_does():
         pause_gc=False,
     )
     assert job.keys == ["b@x.io"]
+
+
+def test_many_problem_profiles_are_decoded_once(monkeypatch):
+    profiles = [{"type": "profile", "attributes": {"email": f"bad{i}"}} for i in range(2_000)]
+    raw = orjson.dumps(body(profiles))
+    decoder = _Counting(typedbody._RAW)
+    monkeypatch.setattr(typedbody, "_RAW", decoder)
+    prepared = prepare_bulk_import(raw, keep_attributes=False, pause_gc=False)
+    assert [prepared.problems[i][2] for i in range(2_000)] == [p["attributes"] for p in profiles]
+    assert decoder.calls <= 2  # the size bound (a body over 100 KB), then the attributes
+
+
+class _Counting:
+    def __init__(self, decoder: Any) -> None:
+        self._decoder, self.calls = decoder, 0
+
+    def decode(self, raw: bytes) -> Any:
+        self.calls += 1
+        return self._decoder.decode(raw)
