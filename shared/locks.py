@@ -7,8 +7,8 @@
   whole budget and meet in a storm of 429s.
 
 A lease left by a crashed instance expires after ``duration`` seconds, and the next run can
-then take it. The holder writes its run id and export into the blob's metadata, so a run
-that finds a lease taken can say which run holds it.
+then take it. The holder writes its run id and export into the blob's metadata (and clears
+them before it lets go), so a run that finds a lease taken can say which run holds it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
@@ -26,6 +27,9 @@ from shared.errors import ExportError, RunConflictError
 __all__ = ["BlobLock", "ConnectionBusyError", "ConnectionLock", "RunLock"]
 
 logger = logging.getLogger(__name__)
+
+_HOLDER_READS = 10  # a refused caller reads the holder's name up to this many times,
+_HOLDER_READ_INTERVAL = 0.05  # this many seconds apart
 
 
 class ConnectionBusyError(RunConflictError):
@@ -71,18 +75,35 @@ class BlobLock:
         except HttpResponseError as exc:
             if exc.status_code != 409:
                 raise
-            raise self.busy_error(self.holder()) from exc
+            raise self.busy_error(self._named_holder()) from exc
         # Record who holds it, so a refused caller can name the run in progress.
         holder = {"run_id": run_id, "export": export} if export else {"run_id": run_id}
         self._blob.set_blob_metadata(holder, lease=lease)
         return lease
 
     def holder(self) -> dict[str, str]:
-        """The metadata the current (or last) holder wrote."""
+        """The metadata the current holder wrote (empty while it has not yet)."""
         try:
             return dict(self._blob.get_blob_properties().metadata or {})
         except HttpResponseError:
             return {}
+
+    def _named_holder(self) -> dict[str, str]:
+        # Taking the lease and naming the holder are two requests, so a refusal can come
+        # between them and find no name: read again for a moment (a retry, not a sync
+        # point) before calling the holder unknown.
+        for _ in range(_HOLDER_READS - 1):
+            holder = self.holder()
+            if holder.get("run_id"):
+                return holder
+            time.sleep(_HOLDER_READ_INTERVAL)
+        return self.holder()
+
+    def _release(self, lease: BlobLeaseClient) -> None:
+        # Unnamed first: a refusal after this never names a run that has finished.
+        with contextlib.suppress(HttpResponseError):
+            self._blob.set_blob_metadata({}, lease=lease)
+        lease.release()
 
     @contextlib.asynccontextmanager
     async def hold(self, run_id: str, export: str = "") -> AsyncIterator[BlobLeaseClient]:
@@ -106,7 +127,7 @@ class BlobLock:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
             with contextlib.suppress(HttpResponseError):
-                await asyncio.to_thread(lease.release)
+                await asyncio.to_thread(self._release, lease)
 
     async def _renew(
         self, lease: BlobLeaseClient, owner: asyncio.Task | None, lost: list[BaseException]
