@@ -177,7 +177,7 @@ def _one(case: Case, phone_share: float) -> dict[str, Any]:
         load_before = os.getloadavg()[0]
         sandbox_before, azurite_before = cpu_seconds(sandbox.pid), cpu_seconds(azurite.pid)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "devtools.benchmark", "--child", f.name],
+            [sys.executable, "-m", "devtools.deployed", "devtools.benchmark", "--child", f.name],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

@@ -117,7 +117,14 @@ def child(definition_path: str, stateless: bool) -> None:
 def _run(env: dict[str, str], *, stateless: bool = False) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(_definition(), f)
-    command = [sys.executable, "-m", "devtools.sync_benchmark", "--child", f.name]
+    command = [
+        sys.executable,
+        "-m",
+        "devtools.deployed",
+        "devtools.sync_benchmark",
+        "--child",
+        f.name,
+    ]
     if stateless:
         command.append("--stateless")
     proc = subprocess.Popen(

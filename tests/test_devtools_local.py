@@ -1,14 +1,19 @@
-"""The benchmark's CPU figures count a process's workers, live or exited."""
+"""The benchmarks' own tools: CPU of a process with its workers, the memory sampler, and
+the exporter run as deployed."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
+from importlib import metadata
 
 import psutil
 
 from devtools import benchmark
-from devtools.local import cpu_seconds
+from devtools.deployed import DEV_ONLY
+from devtools.local import ROOT, cpu_seconds
 
 # Spins ~0.3 s of CPU, prints the CPU it used, then waits for stdin to close.
 _BURN = """
@@ -88,3 +93,49 @@ def test_tree_memory_keeps_the_peak_and_reads_pss_only_near_it(monkeypatch):
     finally:
         balloon.stdin.close()
         balloon.wait(timeout=30)
+
+
+def test_deployed_requirements_never_bring_the_dev_only_packages():
+    # What requirements.txt installs, with everything it depends on (not extras).
+    names = [
+        line.split("==")[0].strip()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    closure: set[str] = set()
+    while names:
+        name = re.sub(r"[-_.]+", "-", names.pop()).lower()
+        if name in closure:
+            continue
+        try:
+            requires = metadata.distribution(name).requires or []
+        except metadata.PackageNotFoundError:  # its marker leaves it out on this Python
+            continue
+        closure.add(name)
+        for requirement in requires:
+            if "extra ==" not in requirement:
+                names.append(re.split(r"[\s;<>=!\[(~]", requirement)[0])
+    assert {"polars", "azure-storage-blob", "httpx"} <= closure
+    assert not closure & set(DEV_ONLY)
+
+
+def test_a_module_run_as_deployed_cannot_import_the_dev_only_packages(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import sys\n"
+        "try:\n"
+        "    import aiohttp\n"
+        "except ImportError:\n"
+        "    print('hidden', sys.argv[1:])\n"
+        "import azure.storage.blob  # imports aiohttp when it can\n"
+        "print('blob without aiohttp')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "devtools.deployed", "probe", "--flag"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.splitlines() == ["hidden ['--flag']", "blob without aiohttp"]
