@@ -99,14 +99,14 @@ print(started.index("shared.engine") < started.index("polars"))
 def test_importing_any_part_first_configures_the_engine_before_polars(module):
     # polars fixes its thread pool and allocator settings on import: whichever module
     # a process imports first, polars must come through shared.engine.
-    out = subprocess.run(
-        [sys.executable, "-c", _IMPORT_ORDER.format(module=module)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout.split()[-1] == "True"
+    assert _python(_IMPORT_ORDER.format(module=module)).split()[-1] == "True"
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> str:
+    """What ``code`` prints, run by a fresh interpreter in the project's root."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_no_module_but_the_engine_imports_polars_itself():
@@ -120,3 +120,29 @@ def test_no_module_but_the_engine_imports_polars_itself():
         )
     ]
     assert direct == []
+
+
+_BLAS_THREADS = """
+import os
+import {module}
+import numpy as np
+a = np.ones((64, 64))
+a @ a  # a BLAS call
+print(os.environ["OPENBLAS_NUM_THREADS"], len(os.listdir("/proc/self/task")))
+"""
+
+
+def _threads_after_blas(module: str, env: dict[str, str]) -> tuple[str, int]:
+    setting, threads = _python(_BLAS_THREADS.format(module=module), env).split()
+    return setting, int(threads)
+
+
+@pytest.mark.parametrize("module", ["function_app", "shared.reading"])
+def test_the_app_runs_numpy_without_openblas_threads(module):
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    setting, threads = _threads_after_blas(module, env)
+    assert setting == "1"
+    # An explicit setting wins, and then OpenBLAS's threads are there beside the app's.
+    explicit, more = _threads_after_blas(module, {**env, "OPENBLAS_NUM_THREADS": "2"})
+    assert explicit == "2"
+    assert more == threads + 1
