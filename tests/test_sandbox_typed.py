@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from typing import Any
 
 import orjson
@@ -214,3 +215,15 @@ class _Counting:
     def decode(self, raw: bytes) -> Any:
         self.calls += 1
         return self._decoder.decode(raw)
+
+
+def test_a_prepared_job_comes_back_from_a_worker_as_it_was():
+    profiles = [*good(3, phone_number="+31612345678"), *ACCEPTED["bad-identifiers"]]
+    profiles.append({"type": "profile", "attributes": {"phone_number": "+31612345679"}})
+    for keep in (False, True):
+        job = prepare_bulk_import(
+            orjson.dumps(body(profiles)), keep_attributes=keep, pause_gc=False
+        )
+        again = pickle.loads(pickle.dumps(job))
+        assert again == job
+        assert None in again.keys and again.attributes == job.attributes

@@ -43,6 +43,12 @@ class PreparedJob:
     def total(self) -> int:
         return len(self.keys)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A parse worker sends every job back pickled: its columns as JSON (orjson) cost
+        # ~2 ms a 10,000-profile job against ~6.5 ms as pickled lists (measured).
+        columns = orjson.dumps((self.keys, self.phones, self.external_ids))
+        return (_unpickled, (self.list_ids, columns, self.problems, self.attributes))
+
 
 @contextmanager
 def paused_gc(enabled: bool = True) -> Iterator[None]:
@@ -108,6 +114,16 @@ def _prepared(
         keys = [e.lower() if e else None for e in emails]
     else:
         keys = list(map(str.lower, emails))
+    return PreparedJob(list_ids, keys, phones, external_ids, problems, attributes)
+
+
+def _unpickled(
+    list_ids: tuple[str, ...],
+    columns: bytes,
+    problems: dict[int, tuple[str, str, dict[str, Any]]],
+    attributes: list[dict[str, Any]] | None,
+) -> PreparedJob:
+    keys, phones, external_ids = orjson.loads(columns)
     return PreparedJob(list_ids, keys, phones, external_ids, problems, attributes)
 
 
