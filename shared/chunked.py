@@ -76,6 +76,15 @@ class _Spill:
             raise OSError("a spilled chunk came back short")
         return out
 
+    def read(self, offset: int, size: int) -> bytes:
+        """``size`` bytes from ``offset`` on (of what was put)."""
+        assert self._file is not None
+        self._file.seek(offset)
+        data = self._file.read(size)
+        if len(data) != size:
+            raise OSError("a spilled chunk came back short")
+        return data
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -205,6 +214,29 @@ class ChunkedStrings:
         of the result at a time, each part in one pass over the chunks (read back one
         at a time when spilled): besides the result, only a chunk and a part are held.
         """
+        parts = [_strings(out.tobytes(), size) for out, size in self._parts(order)]
+        if not parts:
+            return pl.Series(name, [], dtype=pl.String)
+        # A part a chunk: joining them would copy every view (+16 MB at 1M), and a next
+        # state is only written (SyncState leaves the chunks as they are).
+        return pl.concat(parts, rechunk=False).cast(pl.String).alias(name)
+
+    def drain_sorted(
+        self, order: npt.NDArray[np.integer] | None = None, name: str = "email"
+    ) -> SortedStrings:
+        """Like :meth:`drain`, but the strings go to a temporary file in that order, to be
+        read back a slice at a time: only their sizes stay in memory (2 bytes each)."""
+        spill, parts = _Spill(), []
+        for out, size in self._parts(order):
+            offset, _ = spill.put(out)
+            parts.append((offset, size.astype(np.uint16)))
+        return SortedStrings(spill, parts, name)
+
+    def _parts(
+        self, order: npt.NDArray[np.integer] | None
+    ) -> Iterator[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]:
+        """The bytes of the strings at ``order``, ``_PART`` strings at a time, with their
+        sizes; the store is left empty."""
         lengths = self._lengths.to_array()  # uint16
         self._lengths.clear()
         order = np.arange(len(lengths)) if order is None else np.asarray(order, np.int64)
@@ -214,24 +246,12 @@ class ChunkedStrings:
         starts = _exclusive_cumsum(lengths, np.int64)
         starts -= np.repeat(starts[bounds[:-1]], self._rows)
         starts = starts.astype(np.int32)
-        parts = []
         for first in range(0, len(order), _PART):
             rows = order[first : first + _PART]
             size = lengths[rows].astype(np.int64)
             into = _exclusive_cumsum(size, np.int64)
-            out = self._gather_part(rows, starts, bounds, size, into)
-            value = pl.Series([out.tobytes()], dtype=pl.Binary)
-            del out
-            # Slices of one value are views into its buffer: no copy of the bytes.
-            parts.append(
-                pl.select(pl.lit(value).bin.slice(pl.Series(into), pl.Series(size))).to_series()
-            )
+            yield self._gather_part(rows, starts, bounds, size, into), size
         self.clear()
-        if not parts:
-            return pl.Series(name, [], dtype=pl.String)
-        # A part a chunk: joining them would copy every view (+16 MB at 1M), and a next
-        # state is only written (SyncState leaves the chunks as they are).
-        return pl.concat(parts, rechunk=False).cast(pl.String).alias(name)
 
     def _gather_part(
         self,
@@ -300,3 +320,51 @@ class ChunkedStrings:
         self._lengths.clear()
         if self._spill is not None:
             self._spill.close()
+
+
+class SortedStrings:
+    """Strings in a fixed order in a temporary file, read back a slice at a time (a next
+    state's e-mails, sorted by key): a column never whole in memory unless asked for
+    with :meth:`to_series`. Made by :meth:`ChunkedStrings.drain_sorted`."""
+
+    __slots__ = ("_parts", "_spill", "name")
+
+    def __init__(self, spill: _Spill, parts: list[tuple[int, npt.NDArray[np.uint16]]], name: str):
+        self._spill = spill
+        self._parts = parts  # per part: where its bytes start in the file, its strings' sizes
+        self.name = name
+
+    def __len__(self) -> int:
+        return sum(len(size) for _, size in self._parts)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: the strings' sizes (the strings are in the file)."""
+        return sum(size.nbytes for _, size in self._parts)
+
+    def slices(self, rows: int) -> Iterator[pl.Series]:
+        """The strings in order, as String Series of ``rows`` strings (fewer at the end of
+        a part), each read from the file into a buffer of its own."""
+        for offset, size in self._parts:
+            ends = np.cumsum(size, dtype=np.int64)
+            for start in range(0, len(size), rows):
+                stop = min(start + rows, len(size))
+                begin = int(ends[start - 1]) if start else 0
+                data = self._spill.read(offset + begin, int(ends[stop - 1]) - begin)
+                piece = _strings(data, size[start:stop].astype(np.int64))
+                yield piece.cast(pl.String).alias(self.name)
+
+    def to_series(self) -> pl.Series:
+        """All the strings as one Series (a chunk a part)."""
+        parts = list(self.slices(_PART))
+        if not parts:
+            return pl.Series(self.name, [], dtype=pl.String)
+        return pl.concat(parts, rechunk=False)
+
+
+def _strings(data: bytes, size: npt.NDArray[np.int64]) -> pl.Series:
+    """The Binary Series of the strings laid end to end in ``data``, ``size`` bytes each."""
+    into = _exclusive_cumsum(size, np.int64)
+    value = pl.Series([data], dtype=pl.Binary)
+    # Slices of one value are views into its buffer: no copy of the bytes.
+    return pl.select(pl.lit(value).bin.slice(pl.Series(into), pl.Series(size))).to_series()

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from shared.chunked import SortedStrings
 from shared.engine import pl
 
 __all__ = ["KeyIndex", "KeyMerge"]
@@ -84,9 +85,13 @@ class KeyMerge:
         out[self.joiners_at] = joined
         return out
 
-    def strings(self, column: pl.Series, joined: pl.Series) -> pl.Series:
+    def strings(
+        self, column: pl.Series, joined: pl.Series | SortedStrings
+    ) -> pl.Series | SortedStrings:
         if self.first_run:
-            return joined
+            return joined  # as it is: SortedStrings stay on disk until written
+        if isinstance(joined, SortedStrings):
+            joined = joined.to_series()
         if not len(joined):
             return column if self.kept is None else column.gather(self.kept)
         # One gather (a polars gather of String copies the strings) of both at once.

@@ -40,7 +40,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from shared.chunked import ChunkedArray, ChunkedStrings
+from shared.chunked import ChunkedArray, ChunkedStrings, SortedStrings
 from shared.engine import pl
 from shared.guard import GuardVerdict, check_removals
 from shared.keyindex import KeyIndex, KeyMerge
@@ -114,7 +114,7 @@ class Planner:
         self._sent = _Sends(np.intp, np.uint64, np.uint8)
         self._joined = _Sends(np.uint64, np.uint64)
         self._joined_emails = ChunkedStrings(spill=True)
-        self._sealed: tuple[U64, U64, pl.Series] | None = None  # the joiners, by key
+        self._sealed: tuple[U64, U64, SortedStrings] | None = None  # the joiners, by key
         self._confirmed = ChunkedArray(np.uint64, spill=True)
         self._jobs: list[tuple[int, int]] = []  # each completed job: (keys, created_at_ms)
         self._settled: _Settled | None = None
@@ -145,7 +145,7 @@ class Planner:
                 self._joined.nbytes,
                 self._joined_emails.nbytes,
                 self._confirmed.nbytes,
-                0 if sealed is None else sealed[0].nbytes * 2 + int(sealed[2].estimated_size()),
+                0 if sealed is None else sealed[0].nbytes * 2 + sealed[2].nbytes,
             )
         )
 
@@ -297,9 +297,10 @@ class Planner:
                 )
             return self._settled
 
-    def _joiners(self) -> tuple[U64, U64, pl.Series]:
+    def _joiners(self) -> tuple[U64, U64, SortedStrings]:
         """The joiners sorted by key (keys, hashes, e-mails), made once the reading is
-        over; the chunks they were gathered in are freed."""
+        over; the chunks they were gathered in are freed. The e-mails go to a temporary
+        file in key order, read back as the next state is written."""
         with self._seal_lock:
             if self._sealed is None:
                 # Column by column, each chunked column freed once it is an array: the
@@ -313,7 +314,7 @@ class Planner:
                 keys = keys[first]
                 hashes = hash_chunks.to_array()[first]
                 hash_chunks.clear()
-                self._sealed = (keys, hashes, self._joined_emails.drain(first))
+                self._sealed = (keys, hashes, self._joined_emails.drain_sorted(first))
             return self._sealed
 
     @property
@@ -457,7 +458,7 @@ class _Settled:
     created: I64  # that job's created_at (ms)
     joined_keys: U64  # joiners, sorted by key
     joined_hashes: U64
-    joined_emails: pl.Series
+    joined_emails: SortedStrings
     joined_ok: Mask
     joined_created: I64
 
@@ -466,7 +467,7 @@ class _Settled:
         cls,
         state: KeyIndex,
         sent: _Sends,
-        joined: tuple[U64, U64, pl.Series],
+        joined: tuple[U64, U64, SortedStrings],
         confirmed: tuple[ChunkedArray, list[tuple[int, int]]],
     ) -> _Settled:
         index, sent_hashes, kind = (c.to_array() for c in sent.columns)

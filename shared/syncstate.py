@@ -46,10 +46,12 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import ContainerClient, ContentSettings
 
+from shared.chunked import SortedStrings
 from shared.definitions import ExportDefinition
 from shared.engine import pl
 from shared.errors import ExportError
 from shared.state import ConcurrentUpdateError
+from shared.statefile import write_streamed
 from shared.storage import upload_in_blocks
 
 __all__ = [
@@ -180,11 +182,10 @@ class SyncState:
     Immutable: the arrays are read-only, and the planner builds the next state anew.
     """
 
-    __slots__ = ("attr_hashes", "emails", "first_added_ms", "flags", "keys", "meta")
+    __slots__ = ("_emails", "attr_hashes", "first_added_ms", "flags", "keys", "meta")
 
     meta: StateMeta
     keys: U64
-    emails: pl.Series
     attr_hashes: U64
     first_added_ms: I64
     flags: U8
@@ -194,7 +195,7 @@ class SyncState:
         meta: StateMeta,
         *,
         keys: npt.ArrayLike,
-        emails: pl.Series | Sequence[str],
+        emails: pl.Series | Sequence[str] | SortedStrings,
         attr_hashes: npt.ArrayLike,
         first_added_ms: npt.ArrayLike,
         flags: npt.ArrayLike,
@@ -202,12 +203,14 @@ class SyncState:
     ) -> None:
         """Columns in any order; they are sorted by key. Raises ValueError on duplicate
         keys or columns of different lengths. ``copy=False`` adopts fresh arrays that
-        nobody else writes to (and makes them read-only), saving a copy of each."""
+        nobody else writes to (and makes them read-only), saving a copy of each.
+        ``emails`` as SortedStrings (in the order of ``keys``) stay on disk until asked
+        for: a next state, only written, never holds them whole."""
         keys_ = np.asarray(keys, dtype=np.uint64)
         others = (emails, attr_hashes, first_added_ms, flags)
         lengths = [
             len(keys_),
-            *(len(c) if isinstance(c, pl.Series) else np.size(c) for c in others),
+            *(len(c) if isinstance(c, pl.Series | SortedStrings) else np.size(c) for c in others),
         ]
         if len(set(lengths)) > 1:
             raise ValueError(
@@ -218,12 +221,9 @@ class SyncState:
             keys_ = keys_[order]
             if not _is_strictly_sorted(keys_):
                 raise ValueError("keys must be unique (one row per person)")
-        series = emails if isinstance(emails, pl.Series) else pl.Series(emails, dtype=pl.String)
-        # As given: a next state, only written, need not be one chunk (a rechunk copies
-        # every view: +16 MB at 1M); a loaded one is made one (see from_parquet).
-        series = series.alias("email").cast(pl.String)
-        if series.null_count():
-            raise ValueError("every row needs an e-mail")
+        if isinstance(emails, SortedStrings) and order is not None:
+            emails = emails.to_series()  # put in key order below, with the others
+        series = _email_column(emails)
         if order is not None:  # a gather makes new arrays: nothing to copy then
             attr_hashes, first_added_ms, flags = (
                 np.asarray(a)[order] for a in (attr_hashes, first_added_ms, flags)
@@ -231,7 +231,7 @@ class SyncState:
             copy = False
         self.meta = meta
         self.keys = _column(keys_, np.uint64, "keys", copy)
-        self.emails = series.gather(order) if order is not None else series
+        self._emails = series.gather(order) if order is not None else series
         self.attr_hashes = _column(attr_hashes, np.uint64, "attr_hashes", copy)
         self.first_added_ms = _column(first_added_ms, np.int64, "first_added_ms", copy)
         self.flags = _column(flags, np.uint8, "flags", copy)
@@ -242,6 +242,13 @@ class SyncState:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @property
+    def emails(self) -> pl.Series:
+        """The e-mails in key order (read from disk on first use when they are there)."""
+        if isinstance(self._emails, SortedStrings):
+            self._emails = self._emails.to_series().alias("email")
+        return self._emails
 
     def __repr__(self) -> str:
         m = self.meta
@@ -260,7 +267,9 @@ class SyncState:
     def nbytes(self) -> int:
         """Memory held by the columns."""
         arrays = (self.keys, self.attr_hashes, self.first_added_ms, self.flags)
-        return sum(a.nbytes for a in arrays) + int(self.emails.estimated_size())
+        emails = self._emails
+        held = emails.nbytes if isinstance(emails, SortedStrings) else emails.estimated_size()
+        return sum(a.nbytes for a in arrays) + int(held)
 
     def equals(self, other: SyncState) -> bool:
         """Same meta and the same people with the same columns."""
@@ -280,6 +289,14 @@ class SyncState:
 
     def write_parquet(self, out: IO[bytes]) -> None:
         """The state as one Parquet file, written to ``out``."""
+        if isinstance(self._emails, SortedStrings):  # streamed from disk, never whole
+            columns = {
+                c: self._emails if n == "emails" else getattr(self, n) for c, n in _COLUMNS.items()
+            }
+            write_streamed(
+                out, columns, row_group=_ROW_GROUP, metadata={_META_KEY: self.meta.to_json()}
+            )
+            return
         frame = pl.DataFrame({column: getattr(self, name) for column, name in _COLUMNS.items()})
         frame.write_parquet(
             out,
@@ -315,6 +332,18 @@ class SyncState:
             return cls(meta, **columns, copy=False)
         except (ValueError, TypeError, pl.exceptions.PolarsError) as exc:
             raise SyncStateError(f"{source}: inconsistent sync state ({exc})") from None
+
+
+def _email_column(emails: pl.Series | Sequence[str] | SortedStrings) -> pl.Series | SortedStrings:
+    if isinstance(emails, SortedStrings):
+        return emails  # no nulls: ChunkedStrings refuses them
+    series = emails if isinstance(emails, pl.Series) else pl.Series(emails, dtype=pl.String)
+    # As given: a next state, only written, need not be one chunk (a rechunk copies
+    # every view: +16 MB at 1M); a loaded one is made one (see from_parquet).
+    series = series.alias("email").cast(pl.String)
+    if series.null_count():
+        raise ValueError("every row needs an e-mail")
+    return series
 
 
 def _is_strictly_sorted(keys: U64) -> bool:

@@ -83,3 +83,23 @@ def test_more_strings_than_one_gathering_pass_come_back_in_order():
         store.append(pl.Series(expected[start : start + 10_000]))
     order = np.random.default_rng(1).permutation(len(expected))
     assert store.drain(order).to_list() == [expected[i] for i in order]
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_sorted_strings_read_back_a_slice_at_a_time_in_order(spill):
+    store = ChunkedStrings(chunk_bytes=1 << 16, spill=spill)
+    expected = [f"person.{i}.é@example.com" for i in range(300_000)]  # > 2 parts of 131,072
+    for start in range(0, len(expected), 10_000):
+        store.append(pl.Series(expected[start : start + 10_000]))
+    order = np.random.default_rng(5).permutation(len(expected))
+    on_disk = store.drain_sorted(order, name="email")
+    assert len(store) == 0 and store.nbytes == 0  # the store is freed: a file is left
+    assert len(on_disk) == len(expected) and on_disk.nbytes == 2 * len(expected)
+    slices = list(on_disk.slices(50_000))
+    # Slices end where the parts do (131,072 strings each).
+    assert [len(s) for s in slices] == [50_000, 50_000, 31_072] * 2 + [300_000 - 2 * 131_072]
+    assert all(s.dtype == pl.String and s.name == "email" for s in slices)
+    whole = on_disk.to_series()
+    assert whole.to_list() == [expected[i] for i in order]
+    assert pl.concat(list(on_disk.slices(7_000))).equals(whole)  # read again, same
+    assert ChunkedStrings().drain_sorted().to_series().to_list() == []

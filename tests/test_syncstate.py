@@ -11,6 +11,7 @@ import orjson
 import polars as pl
 import pytest
 
+from shared.chunked import ChunkedStrings
 from shared.definitions import parse_definition
 from shared.syncstate import (
     CONFIRMED,
@@ -115,6 +116,48 @@ def test_parquet_round_trip(n):
     assert again.equals(state)
     assert again.meta == state.meta
     assert again.emails.to_list() == state.emails.to_list()
+
+
+def _on_disk(state: SyncState) -> SyncState:
+    """The same state with its e-mails in key order in a temporary file, as a run's."""
+    store = ChunkedStrings(spill=True)
+    store.append(state.emails)
+    columns = ("keys", "attr_hashes", "first_added_ms", "flags")
+    return SyncState(
+        state.meta, emails=store.drain_sorted(), **{n: getattr(state, n) for n in columns}
+    )
+
+
+@pytest.mark.parametrize("n", [0, 1, 40_000, 300_000])  # 300k: more than one drained part
+def test_emails_on_disk_stream_into_the_same_state(n):
+    state = make_state(n)
+    streamed = SyncState.from_parquet(_on_disk(state).to_parquet())
+    assert streamed.equals(state)
+    assert streamed.meta == state.meta
+
+
+def test_emails_on_disk_are_read_once_when_asked_for():
+    state = make_state(5)
+    lazy = _on_disk(state)
+    assert lazy.nbytes < state.nbytes  # only the sizes are held
+    assert lazy.emails.to_list() == state.emails.to_list()
+    assert lazy.emails is lazy.emails  # read once, then kept
+    assert lazy.equals(state)
+
+
+def test_emails_on_disk_given_out_of_key_order_are_sorted_with_the_rest():
+    state = make_state(50)
+    store = ChunkedStrings()
+    store.append(state.emails.reverse())
+    reversed_ = SyncState(
+        state.meta,
+        keys=state.keys[::-1],
+        emails=store.drain_sorted(),
+        attr_hashes=state.attr_hashes[::-1],
+        first_added_ms=state.first_added_ms[::-1],
+        flags=state.flags[::-1],
+    )
+    assert reversed_.equals(state)
 
 
 def test_non_ascii_addresses_survive():
