@@ -32,7 +32,9 @@ def write_streamed(
     (text,) = (name for name, column in columns.items() if isinstance(column, SortedStrings))
     strings: SortedStrings = columns[text]  # type: ignore[assignment]
     arrays = {name: c for name, c in columns.items() if name != text}
-    schema = {text: pl.String, **{name: pl.Series(a[:0]).dtype for name, a in arrays.items()}}
+    schema = {  # in the columns' order, as the frames have them
+        name: pl.String if name == text else pl.Series(arrays[name][:0]).dtype for name in columns
+    }
 
     def frames(
         with_columns: list[str] | None, predicate: Any, n_rows: int | None, batch_size: int | None
