@@ -131,9 +131,12 @@ def _on_disk(state: SyncState) -> SyncState:
 @pytest.mark.parametrize("n", [0, 1, 40_000, 300_000])  # 300k: more than one drained part
 def test_emails_on_disk_stream_into_the_same_state(n):
     state = make_state(n)
-    streamed = SyncState.from_parquet(_on_disk(state).to_parquet())
+    data = _on_disk(state).to_parquet()
+    streamed = SyncState.from_parquet(data)
     assert streamed.equals(state)
     assert streamed.meta == state.meta
+    schema = pl.read_parquet_schema(io.BytesIO(data))
+    assert schema == pl.read_parquet_schema(io.BytesIO(state.to_parquet()))
 
 
 def test_emails_on_disk_are_read_once_when_asked_for():
