@@ -24,11 +24,12 @@ def write_streamed(
     out: IO[bytes],
     columns: Mapping[str, npt.NDArray[Any] | SortedStrings],
     *,
-    row_group: int,
-    metadata: dict[str, str],
+    row_group_size: int,
+    **options: Any,
 ) -> None:
     """Write ``columns`` (numpy arrays and one SortedStrings, all as long) to ``out`` as
-    one zstd Parquet file of ``row_group``-row groups; ``metadata`` in its footer."""
+    one Parquet file of ``row_group_size``-row groups; ``options`` as for polars'
+    ``write_parquet`` (compression, statistics, metadata)."""
     (text,) = (name for name, column in columns.items() if isinstance(column, SortedStrings))
     strings: SortedStrings = columns[text]  # type: ignore[assignment]
     arrays = {name: c for name, c in columns.items() if name != text}
@@ -42,16 +43,11 @@ def write_streamed(
         # A plain sink asks for every column, with no filter and no row limit.
         names = with_columns or list(columns)
         at = 0
-        for piece in strings.slices(row_group):
+        for piece in strings.slices(row_group_size):
             stop = at + len(piece)
             yield pl.DataFrame({n: piece if n == text else arrays[n][at:stop] for n in names})
             at = stop
 
     pl.io.plugins.register_io_source(frames, schema=schema).sink_parquet(
-        out,
-        compression="zstd",
-        compression_level=1,  # as SyncState.write_parquet
-        statistics=False,
-        row_group_size=row_group,
-        metadata=metadata,
+        out, row_group_size=row_group_size, **options
     )
