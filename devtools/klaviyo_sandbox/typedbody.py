@@ -122,12 +122,12 @@ class TypedJob:
     phones: list[str | None]
     external_ids: list[str | None]
     _raw: bytes
-    _profiles: list[msgspec.Raw] | None = None  # each profile's bytes, once asked for
+    _profiles: list[msgspec.Raw] | None = None  # each profile's bytes, decoded once
 
     def attributes(self, index: int) -> dict[str, Any]:
         """The attributes of profile ``index`` as sent (for an import error)."""
         if self._profiles is None:
-            self._profiles = _RAW.decode(self._raw).data.attributes.profiles.data
+            self._profiles = _raw_profiles(self._raw)
         return orjson.loads(bytes(self._profiles[index]))["attributes"]
 
 
@@ -145,8 +145,12 @@ def typed_job(raw: bytes) -> TypedJob | None:
         {p.type for p in profiles} != {"profile"}
         or not all([a.email or a.phone_number or a.external_id for a in attributes])
         or not _objects_or_null([a.properties for a in attributes])
-        or (len(raw) > MAX_PROFILE_BYTES and not _surely_small(raw))
     ):
+        return None
+    # Only a body over the limit can hold a profile over it; its profiles' bytes, decoded
+    # for their sizes, also serve the import errors' attributes.
+    raw_profiles = _raw_profiles(raw) if len(raw) > MAX_PROFILE_BYTES else None
+    if raw_profiles is not None and max(map(len, raw_profiles)) > _SURELY_SMALL:
         return None
     try:
         list_ids = _list_ids(orjson.loads(bytes(data.relationships)))
@@ -158,6 +162,7 @@ def typed_job(raw: bytes) -> TypedJob | None:
         phones=[a.phone_number for a in attributes],
         external_ids=[a.external_id for a in attributes],
         _raw=raw,
+        _profiles=raw_profiles,
     )
 
 
@@ -166,5 +171,5 @@ def _objects_or_null(values: list[msgspec.Raw]) -> bool:
     return {bytes(v)[:1] for v in values} <= {b"{", b"n"}
 
 
-def _surely_small(raw: bytes) -> bool:
-    return max(map(len, _RAW.decode(raw).data.attributes.profiles.data)) <= _SURELY_SMALL
+def _raw_profiles(raw: bytes) -> list[msgspec.Raw]:
+    return _RAW.decode(raw).data.attributes.profiles.data
