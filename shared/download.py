@@ -116,7 +116,11 @@ class Prefetcher:
         stream = self._client.download_blob(
             part.name, offset=part.offset, length=part.length, **conditions
         )
-        return stream.readall()
+        # readinto(), not readall(): readall() copies the response through a BytesIO;
+        # this takes the response's own bytes (one object for a range of one GET).
+        parts = _Parts()
+        stream.readinto(parts)
+        return parts.content()
 
     @staticmethod
     def _result(part: _Range, future: Future[bytes]) -> bytes:
@@ -128,6 +132,20 @@ class Prefetcher:
             raise InputError(
                 "data file changed after the snapshot was listed", file=part.name
             ) from exc
+
+
+class _Parts:
+    """A write-only stream that keeps the bytes written to it, uncopied."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(data)
+        return len(data)
+
+    def content(self) -> bytes:
+        return self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
 
 
 def text_codec(fmt: CsvFormat, name: str) -> str:

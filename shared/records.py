@@ -300,11 +300,18 @@ def _field_counts(
     return fields
 
 
+# A downloaded chunk is added to the buffer this much at a time: the buffer is cut after
+# each block (a copy of what is left), so it holds about a block, whatever the chunk size.
+PIECE_BYTES = 2 * 1024 * 1024
+_NOTHING = memoryview(b"")
+
+
 class ByteSource:
     """One file's bytes from a record on: what has been read, and the chunks to come."""
 
     def __init__(self, chunks: Iterator[bytes], buffer: bytes = b"", line: int = 1) -> None:
         self._chunks = chunks
+        self._rest = _NOTHING  # what is left of the chunk being taken
         self.buffer = buffer
         self.line = line  # the physical line ``buffer`` starts on
         self.eof = False  # every chunk has been taken
@@ -314,12 +321,20 @@ class ByteSource:
         return self.eof and not self.buffer
 
     def more(self) -> bool:
-        """Append the next chunk; False at the end of the file."""
-        chunk = next(self._chunks, None) if not self.eof else None
-        if chunk is None:
-            self.eof = True
+        """Append the next piece of the chunks (see PIECE_BYTES); False at the end of the
+        file."""
+        while not self._rest and not self.eof:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self.eof = True
+            else:
+                self._rest = memoryview(chunk)
+        if not self._rest:
             return False
-        self.buffer += chunk
+        piece, rest = self._rest[:PIECE_BYTES], self._rest[PIECE_BYTES:]
+        # An empty view would still hold the whole chunk.
+        self._rest = rest if rest else _NOTHING
+        self.buffer += piece
         return True
 
     def fill(self, size: int) -> None:

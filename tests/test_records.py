@@ -1,4 +1,5 @@
-"""The record scan's flag for rows whose JSON needs no escapes (shared/records.py).
+"""The record scan's flag for rows whose JSON needs no escapes (shared/records.py), and
+the ByteSource the scan reads from.
 
 The mapper writes the JSON of a ``plain`` row without escaping it, so a row flagged plain
 must hold no backslash, no quote that is data and no control character (line ends inside
@@ -13,7 +14,8 @@ import random
 
 import pytest
 
-from shared.records import CsvDialect, scan_block
+from shared import records
+from shared.records import ByteSource, CsvDialect, scan_block
 
 
 def _scan(data: bytes, *, quoting: bool = True):
@@ -62,3 +64,31 @@ def test_no_row_that_needs_an_escape_is_flagged_plain(seed):
         needs = any(c in '"\\' or ord(c) < 0x20 for value in row for c in value)
         assert not (plain and needs), row
     assert 0 < sum(scan.plain.tolist()) < len(rows)
+
+
+# ---------------------------------------------------------------- ByteSource
+
+
+def test_a_large_chunk_is_taken_a_piece_at_a_time(monkeypatch):
+    monkeypatch.setattr(records, "PIECE_BYTES", 4)
+    chunks = [b"0123456789", b"", b"ab", b"", b""]
+    source = ByteSource(iter(chunks))
+    seen = []
+    while source.more():
+        seen.append(source.buffer)
+    # Pieces of at most 4 bytes, never across a chunk's end; empty chunks are skipped.
+    assert seen == [b"0123", b"01234567", b"0123456789", b"0123456789ab"]
+    assert source.eof and not source.more()
+
+
+def test_fill_consume_and_done_over_pieces(monkeypatch):
+    monkeypatch.setattr(records, "PIECE_BYTES", 3)
+    source = ByteSource(iter([b"abcdefgh", b"ij"]), line=5)
+    source.fill(5)
+    assert source.buffer == b"abcdef" and not source.eof
+    source.consume(4, 6)
+    assert (source.buffer, source.line) == (b"ef", 6)
+    source.fill(100)
+    assert source.buffer == b"efghij" and source.eof and not source.done
+    source.consume(6, 7)
+    assert source.done

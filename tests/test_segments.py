@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import blocks
+from shared import blocks, records
 from shared.cdm import CdmEntity, CdmPartition, CsvFormat
+from shared.download import _Parts
 from shared.errors import InputError, SnapshotNotFoundError
 from shared.segments import (
     Row,
@@ -491,10 +492,18 @@ def trap_csv(rng: random.Random, lines: int) -> str:
     return "".join(out)
 
 
-@pytest.mark.parametrize(("block_bytes", "chunk_size"), [(1024, 97), (4096, 4096), (1 << 21, 1500)])
-def test_same_rows_as_csv_reader_with_traps_in_small_blocks(container, block_bytes, chunk_size):
+@pytest.mark.parametrize(
+    ("block_bytes", "chunk_size", "piece"),
+    [(1024, 97, None), (4096, 4096, None), (1 << 21, 1500, None), (1024, 1 << 16, 700)],
+)
+def test_same_rows_as_csv_reader_with_traps_in_small_blocks(
+    container, monkeypatch, block_bytes, chunk_size, piece
+):
     # Blocks are cut by quote parity and read by polars, or by csv.reader from a quote
-    # parity cannot decide: either way the rows, lines and errors are csv.reader's.
+    # parity cannot decide: either way the rows, lines and errors are csv.reader's. The
+    # last case: downloaded chunks far larger than the pieces the reader takes of them.
+    if piece is not None:
+        monkeypatch.setattr(records, "PIECE_BYTES", piece)
     rng = random.Random(block_bytes)
     texts = [trap_csv(rng, 1500) for _ in range(2)]
     names = [put(container, f"{SNAP}/{SEGMENT}_{n}.csv", t) for n, t in enumerate(texts, 1)]
@@ -556,3 +565,11 @@ def test_bytes_another_declared_encoding_cannot_decode_reject_their_record(conta
     ]
     _, rows = read(container, entity("Id", "Name", fmt=CsvFormat(encoding="ASCII")))
     assert [r.line for r in rows if r.error] == [1, 2]
+
+
+def test_a_downloaded_range_is_kept_as_the_responses_own_bytes():
+    one, parts = b"x" * 10, _Parts()
+    assert parts.write(one) == 10
+    assert parts.content() is one  # the SDK's single write: not copied
+    parts.write(b"yz")
+    assert parts.content() == one + b"yz"
