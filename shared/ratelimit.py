@@ -9,6 +9,7 @@ margin absorbs network jitter that could squeeze two sends into one server windo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -73,13 +74,21 @@ class RateLimiter:
             wait = max(wait, self._sent[-self.limit.burst] + second - now)
         return wait
 
-    async def acquire(self) -> None:
-        """Return when a request may be sent, and count it as sent."""
+    async def acquire(self) -> float:
+        """Return when a request may be sent, and count it as sent: the send's time, for
+        :meth:`refund` should it not be sent after all."""
         async with self._lock:
             while (wait := self.delay()) > 0:
                 self.waited += wait
                 await asyncio.sleep(wait)  # waiting out the window is the point here
-            self._sent.append(self._clock())
+            stamp = self._clock()
+            self._sent.append(stamp)
+            return stamp
+
+    def refund(self, stamp: float) -> None:
+        """Forget a send counted by :meth:`acquire` that did not happen."""
+        with contextlib.suppress(ValueError):  # already out of the log's minute
+            self._sent.remove(stamp)
 
     def block_for(self, seconds: float) -> None:
         """Hold every sender of this family back, e.g. after a 429's Retry-After."""
