@@ -42,7 +42,8 @@ DEFAULT_BLOCK_BYTES = 2 * 1024 * 1024
 # runs against 2 MiB ranges (two at once, three ahead): Azurite's CPU 3.0-3.1 -> 1.9-2.0 s,
 # the wall 13.7-14.3 -> 12.2-13.4 s, the exporter's download threads 0.59-0.60 -> 0.37-0.40
 # µs a row; the peak +4-6 MB in the reading benchmark (one chunk held while the next
-# downloads), +10-25 MB end to end in two noisy runs. 8 MiB ranges: +13 MB. Blob Storage
+# downloads), ~5-12 MB end to end, within the noise (three paired runs each way: 259-277
+# against 257-289 MB). 8 MiB ranges: +13 MB in the reading benchmark. Blob Storage
 # charges per request, so fewer, larger GETs cost no more there either.
 DEFAULT_CHUNK_SIZE = 5 * 1024 * 1024
 _SCAN_MARGIN = 64 * 1024  # looked at past the target, to find the record that ends the block
