@@ -311,11 +311,11 @@ class BlockReader:
         window = target + _SCAN_MARGIN
         while not source.done:
             source.fill(window)
-            if not source.buffer:
+            if not len(source):
                 return
-            whole = len(source.buffer) <= window
+            whole = len(source) <= window
             step = scan_block(
-                source.buffer if whole else memoryview(source.buffer)[:window],
+                source.buffer if whole else source.buffer[:window],
                 dialect=dialect,
                 first_line=source.line,
                 eof=source.eof and whole,

@@ -22,6 +22,7 @@ from shared.records import (
     ByteSource,
     CsvDialect,
     Scan,
+    byte_positions,
     skip_record,
     undecodable_detail,
     unterminated_detail,
@@ -50,7 +51,7 @@ def is_utf8(data: bytes) -> bool:
     fraction of that, and with the GIL held either way.
     """
     a = np.frombuffer(data, dtype=np.uint8)
-    high = np.flatnonzero(a >= 0x80)
+    high = byte_positions(a, np.greater_equal, 0x80)
     if not high.size:
         return True
     # Run k's bytes are shifted right by k: one space before every run after the first.

@@ -75,7 +75,7 @@ def test_a_large_chunk_is_taken_a_piece_at_a_time(monkeypatch):
     source = ByteSource(iter(chunks))
     seen = []
     while source.more():
-        seen.append(source.buffer)
+        seen.append(bytes(source.buffer))  # a view lasts only until the next more()
     # Pieces of at most 4 bytes, never across a chunk's end; empty chunks are skipped.
     assert seen == [b"0123", b"01234567", b"0123456789", b"0123456789ab"]
     assert source.eof and not source.more()
@@ -92,3 +92,32 @@ def test_fill_consume_and_done_over_pieces(monkeypatch):
     assert source.buffer == b"efghij" and source.eof and not source.done
     source.consume(6, 7)
     assert source.done
+
+
+def test_the_storage_is_kept_across_blocks_and_bytes_move_to_its_front(monkeypatch):
+    monkeypatch.setattr(records, "PIECE_BYTES", 4)
+    data = bytes(range(100))
+    source = ByteSource(iter([data]))
+    taken, storages = b"", []
+    source.fill(6)
+    while not source.done:
+        taken += bytes(source.buffer[:3])
+        source.consume(3, 1)
+        source.fill(6)
+        storages.append(source._data)
+    assert taken == data
+    # It grows to a block and a piece in the first rounds; from then on the bytes left
+    # are moved to the front of the same array, never copied into a new one.
+    assert len(storages) > 20 and all(s is storages[3] for s in storages[3:])
+
+
+def test_storage_a_long_record_needed_is_not_kept(monkeypatch):
+    monkeypatch.setattr(records, "PIECE_BYTES", 4)
+    monkeypatch.setattr(records, "_KEEP_BYTES", 16)
+    source = ByteSource(iter([bytes(100)]))
+    source.fill(64)  # a record 64 bytes long, say
+    assert source._data.size >= 64
+    source.consume(64, 2)
+    source.fill(4)
+    source.fill(8)
+    assert 8 <= source._data.size < 64 and bytes(source.buffer) == bytes(len(source))
