@@ -19,7 +19,6 @@ __all__ = ["ThreadCpu"]
 
 _GROUPS = (
     ("download", ("segment-download",)),
-    ("reader", ("block-reader",)),
     ("worker", ("asyncio_", "ThreadPoolExecutor")),
     ("engine", ("polars", "async-executor", "tokio-rt")),
     ("allocator", ("jemalloc",)),

@@ -3,9 +3,9 @@
     open_source()   model.json / manifest, the newest snapshot, its columns and the
                     mapping checked against them: a structural problem fails here,
                     before anything is sent
-    batches()       BlockReader.blocks() (a block ahead, in its own thread) ->
-                    BlockMapper.map() -> run-wide dedupe -> ``to_send`` (the sync
-                    plan keeps joiners, changed, retried) -> Packer
+    batches()       BlockReader.blocks() -> BlockMapper.map() -> run-wide dedupe ->
+                    ``to_send`` (the sync plan keeps joiners, changed, retried) ->
+                    Packer, one block at a time, in the calling thread
 
 Everything here blocks (downloads, the engine); the run calls it from a worker thread.
 """
@@ -13,6 +13,7 @@ Everything here blocks (downloads, the engine); the run calls it from a worker t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 from shared.batches import Batch, Packer
@@ -24,7 +25,6 @@ from shared.engine import release_free_memory
 from shared.importjobs import RejectRow
 from shared.mapping.columns import BlockMapper
 from shared.profileblock import ProfileBlock
-from shared.readahead import ReadAhead
 from shared.report import RunTally
 from shared.segments import Snapshot, find_latest_snapshot
 
@@ -78,13 +78,15 @@ def batches(
 ) -> Iterator[Batch]:
     """The import jobs of the snapshot, in input order (so a resume packs the same ones)."""
     seen, packer, mapper = SeenKeys(), Packer(list_id), source.mapper
-    # The reader runs a block ahead in its own thread, and the first part of the mapping
-    # (the engine's stage query, which releases the GIL, and the phone numbers) there
-    # too: reading, that and the rest of the mapping overlap.
-    ahead = mapper.prepared(source.reader.blocks(mapper.positions))
-    with ReadAhead(ahead, name="block-reader") as blocks:
-        for block, prepared in blocks:
-            mapped = mapper.map(block, prepared)
+    # One block at a time, in this thread (the engine's own threads and the downloads
+    # run beside it). Reading a block ahead in a thread of its own, with the engine's
+    # stage query, held two blocks' working memory at once: on 1M x 3 end to end the
+    # peak was 276-293 MB against 254-274 MB, for the same wall (11.8-12.5 s against
+    # 11.9-13.0 s) and ~0.5 µs a row more CPU (six paired runs); the reading is faster
+    # than Klaviyo takes jobs either way.
+    with closing(source.reader.blocks(mapper.positions)) as blocks:
+        for block in blocks:
+            mapped = mapper.map(block)
             tally.rows_read += mapped.records
             for r in mapped.rejects:
                 reject(r.file_index, r.line, r.code, r.detail, r.email, after_submit=False)

@@ -58,7 +58,9 @@ _SCRATCH_LIMIT = 8 * 1024 * 1024
 
 
 def byte_positions(a: np.ndarray, test: Callable[..., np.ndarray], value: int) -> np.ndarray:
-    """``np.flatnonzero(test(a, value))``, the mask written into a buffer this thread keeps.
+    """``np.flatnonzero(test(a, value))``, the mask written into a buffer this thread keeps
+    (a run's reading moves between the few threads of the event loop's executor, never
+    two at once, so a process keeps one such buffer for each of those it ran in).
 
     A block is scanned this way four times (control bytes, quotes, delimiters, bytes over
     0x7f). A fresh mask of the block's size each time was memory the allocator handed back

@@ -24,7 +24,6 @@ from shared.errors import InputError
 from shared.mapping import emails, values
 from shared.mapping.columns import PY_WHITESPACE, BlockMapper
 from shared.profiles import ProfileMapper, RowRejected
-from shared.readahead import ReadAhead
 from tests.golden import _BOOLEANS, _DATES, _EMAILS, _NUMBERS, _PHONES, _STRINGS
 from tests.test_profiles import _date_samples
 
@@ -208,45 +207,6 @@ def test_the_benchmark_rows_give_the_row_by_row_profiles():
     got = _mapped(BlockMapper(definition.mapping, columns, **options), rows, 3000, flags=True)
     expected = _expected(ProfileMapper(definition.mapping, columns, **options), rows, 1)
     assert got == expected
-
-
-def test_blocks_prepared_in_the_reader_thread_map_as_blocks_mapped_whole():
-    # The run does the first part (BlockMapper.prepare) in the block reader's thread.
-    definition = _definition(
-        {"email": "Email", "phone_number": "Phone", "location": {"city": "City"}},
-    )
-    columns = [name for name, _ in SAMPLE_COLUMNS]
-    maker = _RowMaker(5, dirty=True, phone_share=0.95)
-    rows = [maker.row(i) for i in range(3000)]
-    options = {"default_region": "US", "region_column": "Country"}
-    whole = BlockMapper(definition.mapping, columns, **options)
-    ahead = BlockMapper(definition.mapping, columns, **options)
-    blocks = []
-    for start in range(0, len(rows), 1000):
-        chunk = rows[start : start + 1000]
-        frame = pl.DataFrame(
-            {column_name(p): [r[p] for r in chunk] for p in whole.positions},
-            schema={column_name(p): pl.String for p in whole.positions},
-        )
-        lines = np.arange(start + 1, start + len(chunk) + 1, dtype=np.int64)
-        blocks.append(RowBlock(0, "f.csv", frame, lines))
-    closed = []
-
-    def source():
-        try:
-            yield from blocks
-        finally:
-            closed.append(True)
-
-    with ReadAhead(ahead.prepared(source())) as prepared:
-        for block, (same, first) in zip(blocks, prepared, strict=True):
-            assert same is block
-            a, b = whole.map(block), ahead.map(block, first)
-            assert a.profiles.parts == b.profiles.parts
-            assert a.profiles.lines.tolist() == b.profiles.lines.tolist()
-            assert a.profiles.phone_dropped.tolist() == b.profiles.phone_dropped.tolist()
-            assert a.rejects == b.rejects
-    assert closed == [True]
 
 
 def test_no_region_anywhere_drops_national_numbers_as_phonenumbers_does():

@@ -18,7 +18,7 @@ orjson writes it (same keys in the same order, same escapes).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -65,8 +65,8 @@ class Reject(NamedTuple):
 
 
 class Prepared(NamedTuple):
-    """:meth:`BlockMapper.prepare`: the block's frame with the stages' columns, and the
-    phone answers (None without a phone mapping)."""
+    """The block's frame with the stages' columns, and the phone answers (None without a
+    phone mapping)."""
 
     frame: pl.DataFrame
     phones: PhoneAnswers | None
@@ -149,35 +149,9 @@ class BlockMapper:
             self._top, self._location, self._properties, phone=self._phone is not None
         )
 
-    def prepare(self, block: RowBlock) -> Prepared:
-        """The first part of :meth:`map`: the engine's stage query and the phone numbers.
-
-        The run calls it in the block reader's thread (the engine works on the next block
-        while the reading thread maps the current one), so everything that changes the
-        phone tables happens here, and only here, for a mapper that is used that way.
-        """
-        # One lazy query for the stages: the engine plans them together (a quarter less
-        # work than stage by stage, measured).
-        query = block.frame.lazy()
-        for stage in self._stages(block.controls):
-            query = query.with_columns(stage)
-        frame = query.collect(engine="in-memory")
-        return Prepared(frame, self._phone_answers(block, frame))
-
-    def prepared(self, blocks: Iterator[RowBlock]) -> Iterator[tuple[RowBlock, Prepared]]:
-        """Each block with its :meth:`prepare` result; closes ``blocks`` when closed."""
-        try:
-            for block in blocks:
-                yield block, self.prepare(block)
-        finally:
-            close = getattr(blocks, "close", None)
-            if close is not None:
-                close()
-
-    def map(self, block: RowBlock, prepared: Prepared | None = None) -> MappedBlock:
-        """The block's profiles (in input order) and rejected rows (in line order);
-        ``prepared``: the block's :meth:`prepare` result, if made already."""
-        frame, phones = prepared if prepared is not None else self.prepare(block)
+    def map(self, block: RowBlock) -> MappedBlock:
+        """The block's profiles (in input order) and rejected rows (in line order)."""
+        frame, phones = self._prepare(block)
         missing = frame["missing"].to_numpy()
         fast = frame["ok"].to_numpy() & ~missing
         if phones is not None:
@@ -206,6 +180,16 @@ class BlockMapper:
         return MappedBlock(profiles, rejects, block.records)
 
     # -- the engine's part ----------------------------------------------------------
+
+    def _prepare(self, block: RowBlock) -> Prepared:
+        """The engine's stage query over the block, and the phone numbers."""
+        # One lazy query for the stages: the engine plans them together (a quarter less
+        # work than stage by stage, measured).
+        query = block.frame.lazy()
+        for stage in self._stages(block.controls):
+            query = query.with_columns(stage)
+        frame = query.collect(engine="in-memory")
+        return Prepared(frame, self._phone_answers(block, frame))
 
     def _stages(self, controls: bool) -> list[list[pl.Expr]]:
         """The engine's work, in stages: each uses only columns of the stages before (the
