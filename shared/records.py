@@ -63,10 +63,10 @@ def byte_positions(a: np.ndarray, test: Callable[..., np.ndarray], value: int) -
     two at once, so a process keeps one such buffer for each of those it ran in).
 
     A block is scanned this way four times (control bytes, quotes, delimiters, bytes over
-    0x7f). A fresh mask of the block's size each time was memory the allocator handed back
-    after the block and the kernel had to zero again for the next, at ~3.6 µs of kernel
-    time a page on this VM: on 1M rows (72 blocks of 2 MB) the scans' page faults went from 49k
-    to 9k with the kept mask (measured).
+    0x7f). A fresh mask of the block's size each time was memory the allocator handed
+    back after the block and the kernel had to zero again for the next, at ~3.6 µs of
+    kernel time a page on this VM: on 1M rows (72 blocks of 2 MB) the scans' page faults
+    went from 49k to 9k with the kept mask (measured).
     """
     mask = getattr(_SCRATCH, "mask", None)
     if mask is None or mask.size < a.size:
