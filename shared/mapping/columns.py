@@ -43,7 +43,7 @@ from shared.mapping.rejects import RejectCode, RowRejected
 from shared.mapping.rows import ProfileMapper, mapped_positions
 from shared.profileblock import ProfileBlock
 
-__all__ = ["PY_WHITESPACE", "BlockMapper", "MappedBlock", "Prepared", "Reject", "json_string"]
+__all__ = ["PY_WHITESPACE", "BlockMapper", "MappedBlock", "Reject", "json_string"]
 
 # str.strip()'s set: Rust's char::is_whitespace lacks \x1c-\x1f (tests/test_mapping.py).
 PY_WHITESPACE = (
@@ -64,7 +64,7 @@ class Reject(NamedTuple):
     email: str
 
 
-class Prepared(NamedTuple):
+class _Prepared(NamedTuple):
     """The block's frame with the stages' columns, and the phone answers (None without a
     phone mapping)."""
 
@@ -181,7 +181,7 @@ class BlockMapper:
 
     # -- the engine's part ----------------------------------------------------------
 
-    def _prepare(self, block: RowBlock) -> Prepared:
+    def _prepare(self, block: RowBlock) -> _Prepared:
         """The engine's stage query over the block, and the phone numbers."""
         # One lazy query for the stages: the engine plans them together (a quarter less
         # work than stage by stage, measured).
@@ -189,7 +189,7 @@ class BlockMapper:
         for stage in self._stages(block.controls):
             query = query.with_columns(stage)
         frame = query.collect(engine="in-memory")
-        return Prepared(frame, self._phone_answers(block, frame))
+        return _Prepared(frame, self._phone_answers(block, frame))
 
     def _stages(self, controls: bool) -> list[list[pl.Expr]]:
         """The engine's work, in stages: each uses only columns of the stages before (the
