@@ -2,7 +2,7 @@
 
 A first mirror run of N people ends with N e-mails to write: ~41 bytes each as a polars
 column, ~41 MB at 1M and ~410 MB at 10M. They are sorted into a temporary file while the
-last jobs run (``ChunkedStrings.drain_sorted``), and here they stream from it into the
+last jobs run (``ChunkedStrings.drain_to``), and here they stream from it into the
 Parquet file a row group at a time, beside slices of the numeric columns, through
 polars' streaming sink.
 """

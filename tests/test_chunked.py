@@ -44,6 +44,36 @@ def test_strings_default_to_input_order_and_refuse_what_a_length_cannot_hold():
     assert len(store) == 0  # nothing half-appended
 
 
+def test_an_array_is_placed_a_chunk_at_a_time_leaving_out_the_unplaced():
+    column = ChunkedArray(np.int64, chunk_bytes=80, spill=True)  # 10 values a chunk
+    values = np.arange(100, 135, dtype=np.int64)
+    column.append(values)
+    dest = np.full(35, -1, np.int32)
+    keep = np.random.default_rng(2).permutation(35)[:20]
+    dest[keep] = np.arange(20)
+    assert np.array_equal(column.placed(dest, 20), values[keep])
+    everyone = np.random.default_rng(4).permutation(35).astype(np.int32)
+    expected = np.empty(35, np.int64)
+    expected[everyone] = values
+    assert np.array_equal(column.placed(everyone, 35), expected)
+
+
+def test_strings_drained_to_places_leave_out_the_unplaced_and_take_each_once():
+    store = ChunkedStrings(chunk_bytes=100, spill=True)
+    expected = [f"{i}.x@ex.com" for i in range(50)]
+    for start in range(0, 50, 9):
+        store.append(pl.Series(expected[start : start + 9]))
+    dest = np.full(50, -1, np.int32)
+    keep = np.random.default_rng(8).permutation(50)[:30]
+    dest[keep] = np.arange(30)
+    drained = store.drain_to(dest, 30, "email").to_series().to_list()
+    assert drained == [expected[i] for i in keep]
+    assert len(store) == 0
+    store.append(pl.Series(expected[:3]))
+    with pytest.raises(ValueError, match="at most once"):
+        store.drain_sorted(np.array([2, 0, 2]))
+
+
 def test_spilled_chunks_leave_memory_and_read_back_the_same():
     column = ChunkedArray(np.int64, chunk_bytes=80, spill=True)  # 10 values a chunk
     values = np.arange(-500, 500, dtype=np.int64)

@@ -3,6 +3,7 @@ multi-run sequence against a simulated list (tests/syncsim.py)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -383,20 +384,28 @@ def test_block_columns_must_align(day1):
         planner.classify(keys, hashes[:1], emails)
 
 
-def test_a_key_sent_twice_keeps_one_row():
+def test_a_key_sent_twice_keeps_one_row_its_first_send():
     planner = Planner(None, target=TARGET)
-    keys, hashes, emails = block_arrays({"a": 0, "b": 0})
+    keys, hashes, emails = block_arrays({"a": 0, "b": 0, "c": 0})
     planner.classify(keys, hashes, emails)
-    planner.classify(keys[:1], hashes[:1], emails[:1])
+    again, again_hashes, again_emails = block_arrays({"c": 1, "a": 1})
+    planner.classify(again, again_hashes, again_emails)
     planner.confirm(keys, 1)
-    assert len(planner.next_state("g")) == 2
+    state = planner.next_state("g")
+    assert len(state) == 3 and sorted(state.emails.to_list()) == sorted(emails)
+    by_email = dict(zip(state.emails.to_list(), state.attr_hashes.tolist(), strict=True))
+    assert by_email == {e: int(h) for e, h in zip(emails, hashes, strict=True)}
 
 
 # -- the key index ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 1000, 65_537])
-def test_key_index_finds_what_searchsorted_finds(n):
+@pytest.mark.parametrize("count_slice", [1 << 20, 7])
+def test_key_index_finds_what_searchsorted_finds(n, count_slice, monkeypatch):
+    # The directory is counted a slice of keys at a time: slices of 7 keys put many
+    # slice boundaries inside buckets.
+    monkeypatch.setattr("shared.keyindex._COUNT_SLICE", count_slice)
     rng = np.random.default_rng(n)
     keys = np.unique(rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True))
     if n >= 3:
@@ -542,3 +551,17 @@ def test_a_seal_in_progress_never_holds_up_the_event_loops_confirm(day1):
     worker.join()
     planner.seal()
     assert planner.members()["added"] == 10
+
+
+def test_jobs_keys_are_read_back_job_by_job_across_chunks():
+    from shared.chunked import ChunkedArray
+    from shared.plan import _job_keys
+
+    confirmed = ChunkedArray(np.uint64, chunk_bytes=64, spill=True)  # 8 keys a chunk
+    counts = [0, 3, 8, 0, 13, 1, 0, 5, 0]
+    keys = np.arange(sum(counts), dtype=np.uint64)
+    confirmed.append(keys)
+    jobs = [(n, i) for i, n in enumerate(counts)]
+    edges = np.cumsum([0, *counts])
+    got = list(_job_keys(confirmed, jobs))
+    assert [g.tolist() for g in got] == [keys[a:b].tolist() for a, b in itertools.pairwise(edges)]
