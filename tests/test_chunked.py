@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from shared import chunked
 from shared.chunked import ChunkedArray, ChunkedStrings
 from shared.engine import pl
 
@@ -113,6 +114,54 @@ def test_more_strings_than_one_gathering_pass_come_back_in_order():
         store.append(pl.Series(expected[start : start + 10_000]))
     order = np.random.default_rng(1).permutation(len(expected))
     assert store.drain_sorted(order).to_series().to_list() == [expected[i] for i in order]
+
+
+def test_drained_strings_are_on_disk_twice_at_most(monkeypatch):
+    # Pass two (a part put in order) starts only once the chunks' own file is closed.
+    store = ChunkedStrings(chunk_bytes=1 << 12, spill=True)
+    for start in range(0, 2_000, 100):
+        store.append(pl.Series([f"p{i}@x.io" for i in range(start, start + 100)]))
+    assert store._spill is not None and store._spill._file is not None
+    open_then = []
+    real = chunked._part_in_order
+    monkeypatch.setattr(
+        chunked,
+        "_part_in_order",
+        lambda runs, pieces: open_then.append(store._spill._file) or real(runs, pieces),
+    )
+    drained = store.drain_sorted(np.arange(1_999, -1, -1))
+    assert open_then == [None]  # one part, made with the chunks' file gone
+    assert drained.to_series().to_list() == [f"p{i}@x.io" for i in range(1_999, -1, -1)]
+
+
+def test_a_failed_drain_leaves_no_file_open(monkeypatch):
+    store = ChunkedStrings(chunk_bytes=1 << 12, spill=True)
+    store.append(pl.Series([f"p{i}@x.io" for i in range(1_000)]))
+    made = []
+    real_spill = chunked._Spill
+
+    class Tracked(real_spill):
+        def __init__(self):
+            super().__init__()
+            made.append(self)
+
+    monkeypatch.setattr(chunked, "_Spill", Tracked)
+    monkeypatch.setattr(chunked, "_PART", 100)  # ten parts: one is written, then a failure
+    real_part = chunked._part_in_order
+    calls = []
+
+    def broken(runs, pieces):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError("disk full")
+        return real_part(runs, pieces)
+
+    monkeypatch.setattr(chunked, "_part_in_order", broken)
+    with pytest.raises(OSError, match="disk full"):
+        store.drain_sorted()
+    assert len(made) == 2 and all(spill._file is None for spill in made)  # runs, output
+    assert store._spill is not None and store._spill._file is None
+    assert len(store) == 0
 
 
 @pytest.mark.parametrize("spill", [False, True])
