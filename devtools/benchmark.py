@@ -171,6 +171,8 @@ def _rollup(pid: int) -> dict[str, int] | None:
     """The process's ``smaps_rollup`` in bytes (None where the kernel has none)."""
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except ProcessLookupError:  # the process ended while its file was read
+        raise psutil.NoSuchProcess(pid) from None
     except FileNotFoundError:
         if not Path("/proc/self/smaps_rollup").exists():
             return None  # not Linux 4.14+: psutil reads what there is

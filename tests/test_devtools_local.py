@@ -10,6 +10,7 @@ import sys
 from importlib import metadata
 
 import psutil
+import pytest
 
 from devtools import benchmark
 from devtools.deployed import DEV_ONLY
@@ -95,6 +96,22 @@ def test_tree_memory_keeps_the_peak_and_reads_pss_only_near_it(monkeypatch):
     finally:
         balloon.stdin.close()
         balloon.wait(timeout=30)
+
+
+def test_tree_memory_counts_a_process_that_ends_between_samples_as_gone():
+    # A zombie (ended, not yet waited for) still has its /proc entry, and reading its
+    # smaps_rollup fails with ESRCH: the sampler must skip it, not stop.
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        os.waitid(os.P_PID, ended.pid, os.WEXITED | os.WNOWAIT)  # ended, left unreaped
+        with pytest.raises(psutil.NoSuchProcess):
+            benchmark._rollup(ended.pid)
+        memory = benchmark.TreeMemory(os.getpid(), tree=False)
+        assert memory._sum([psutil.Process(os.getpid()), psutil.Process(ended.pid)], pss=True)
+    finally:
+        ended.wait(timeout=30)
+    with pytest.raises(psutil.NoSuchProcess):  # reaped: no /proc entry at all
+        benchmark._rollup(ended.pid)
 
 
 def test_deployed_requirements_never_bring_the_dev_only_packages():
