@@ -9,8 +9,9 @@ For each run it prints the wall time, profiles/s, the exporter's CPU per row (µ
 alone, and with the interpreter's start and imports), and the peak memory of the whole
 exporter process tree: the sum of PSS (RSS where PSS cannot be read) over the process and
 any children, sampled every 50 ms from outside, with the file pages in that peak (mapped
-libraries, whose share moves with the page cache's state). The exporter runs in a process
-of its own; Azurite and the sandbox run beside it, on the same cores. Each run gets a fresh
+libraries, whose share moves with the page cache's state), and the most disk the tree's
+unlinked temporary files (a run's spills) took at once. The exporter runs in a process of
+its own; Azurite and the sandbox run beside it, on the same cores. Each run gets a fresh
 stack.
 
 The generated export has nearly every person a phone number of their own, in the formats
@@ -26,6 +27,7 @@ import asyncio
 import json
 import os
 import resource
+import stat
 import subprocess
 import sys
 import tempfile
@@ -95,7 +97,8 @@ class TreeMemory:
     """Samples the memory of a process and all its descendants (``tree=False``: the
     process alone); keeps the peak sum of their PSS, and how much of it was file pages
     (``peak_file_mb``: mapped library code and data, which the kernel can drop and read
-    back, and whose size at a peak depends on the page cache's state, see the README).
+    back, and whose size at a peak depends on the page cache's state, see the README);
+    and the most disk its unlinked temporary files took at once (``peak_temp_mb``).
 
     Reading PSS walks every page table of the process (``smaps_rollup``): ~3 ms for a
     300 MB exporter, which at 20 a second took ~1 s of CPU of a 1M run from the cores it
@@ -109,6 +112,7 @@ class TreeMemory:
         self._tree = tree
         self.peak_mb = 0.0
         self.peak_file_mb = 0.0
+        self.peak_temp_mb = 0.0
         self.measure = "PSS"
         self._file_mb = 0.0  # the file pages of the last PSS sum
         self._highest_rss = 0.0
@@ -136,6 +140,7 @@ class TreeMemory:
             return
         processes = [self._root, *children]
         rss = self._sum(processes, pss=False)
+        self.peak_temp_mb = max(self.peak_temp_mb, _unlinked_mb(processes))
         now = time.monotonic()
         if rss >= self._highest_rss - _NEAR_PEAK_MB or now - self._pss_at >= _PSS_EVERY_SECONDS:
             total = self._sum(processes, pss=True)
@@ -165,6 +170,27 @@ class TreeMemory:
             except psutil.NoSuchProcess:
                 continue
         return total / 2**20
+
+
+def _unlinked_mb(processes: list[psutil.Process]) -> float:
+    """The size of the deleted regular files the processes hold open (a run's spills are
+    unlinked temporary files), each counted once."""
+    sizes: dict[tuple[int, int], int] = {}
+    for process in processes:
+        try:
+            fds = list(os.scandir(f"/proc/{process.pid}/fd"))
+        except OSError:  # ended, or not Linux
+            continue
+        for fd in fds:
+            try:
+                if not os.readlink(fd.path).endswith(" (deleted)"):
+                    continue
+                info = os.stat(fd.path)  # through the link: the file itself
+            except OSError:  # closed meanwhile
+                continue
+            if stat.S_ISREG(info.st_mode):
+                sizes[(info.st_dev, info.st_ino)] = info.st_size
+    return sum(sizes.values()) / 2**20
 
 
 def _rollup(pid: int) -> dict[str, int] | None:
@@ -228,6 +254,7 @@ def _one(case: Case, phone_share: float) -> dict[str, Any]:
             case=case,
             tree_peak_mb=memory.peak_mb,
             tree_peak_file_mb=memory.peak_file_mb,
+            temp_peak_mb=memory.peak_temp_mb,
             memory_measure=memory.measure,
             sandbox_cpu=cpu_seconds(sandbox.pid) - sandbox_before,
             azurite_cpu=cpu_seconds(azurite.pid) - azurite_before,
@@ -246,7 +273,7 @@ def _line(result: dict[str, Any]) -> str:
         f"{1e6 * result['cpu_run'] / rows['read']:7.2f} | "
         f"{1e6 * result['cpu_total'] / rows['read']:7.2f} | "
         f"{result['tree_peak_mb']:7.1f} {result['memory_measure']} "
-        f"({result['tree_peak_file_mb']:3.0f} file) | "
+        f"({result['tree_peak_file_mb']:3.0f} file) | {result['temp_peak_mb']:6.0f} MB | "
         f"{report['jobs']['submitted']:>5} | {report['klaviyo']['throttled']:>4} | "
         f"{rows['sent']:>10,} / {result['expected_sent']:<10,} | "
         f"{report['accounted']!s:>5} | "
@@ -263,6 +290,7 @@ def _threads(result: dict[str, Any]) -> str:
 
 _HEADER = (
     "      rows | prt |    wall | profiles/s | CPU µs/row run | +start | tree peak           "
+    "| temp disk "
     "| jobs | 429s | sent / expected        | accnt | CPU s sandbox/Azurite | load avg"
 )
 

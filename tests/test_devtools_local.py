@@ -98,6 +98,36 @@ def test_tree_memory_keeps_the_peak_and_reads_pss_only_near_it(monkeypatch):
         balloon.wait(timeout=30)
 
 
+# Holds an unlinked 3 MiB file open (twice: one file, two descriptors) until stdin closes.
+_SPILLER = """
+import os, sys, tempfile
+spill = tempfile.TemporaryFile()
+spill.write(b"x" * (3 * 2**20))
+spill.flush()
+again = os.dup(spill.fileno())
+print("written", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_tree_memory_keeps_the_most_disk_unlinked_files_took():
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SPILLER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        memory = benchmark.TreeMemory(child.pid)
+        assert memory.peak_temp_mb == 0.0
+        assert child.stdout.readline() == "written\n"
+        memory._sample()
+        assert memory.peak_temp_mb == 3.0  # the file once, not once per descriptor
+    finally:
+        child.stdin.close()
+        child.wait(timeout=30)
+    memory._sample()  # the process is gone: the peak is kept
+    assert memory.peak_temp_mb == 3.0
+
+
 def test_tree_memory_counts_a_process_that_ends_between_samples_as_gone():
     # A zombie (ended, not yet waited for) still has its /proc entry, and reading its
     # smaps_rollup fails with ESRCH: the sampler must skip it, not stop.
