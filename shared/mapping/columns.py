@@ -38,7 +38,7 @@ from shared.mapping.phone_columns import (
     phone_stages,
 )
 from shared.mapping.phones import REGIONS
-from shared.mapping.profilejson import Field, ProfileJson, SlowRows, json_string
+from shared.mapping.profilejson import Field, ProfileJson, SlowRows, json_string, present
 from shared.mapping.rejects import RejectCode, RowRejected
 from shared.mapping.rows import ProfileMapper, mapped_positions
 from shared.profileblock import ProfileBlock
@@ -85,13 +85,14 @@ class MappedBlock:
 def _strip(
     column: str, *, controls: bool = False, whitespace: str | None = PY_WHITESPACE
 ) -> pl.Expr:
-    """A string value as ``clean_text`` makes it (null when empty); ``controls``: the
-    block may hold control characters, to be removed; ``whitespace``: the characters to
-    strip (None: Rust's whitespace, which is Python's but for \\x1c-\\x1f, and faster)."""
+    """A string value as ``clean_text`` makes it (empty values stay empty: see
+    :func:`present`); ``controls``: the block may hold control characters, to be removed;
+    ``whitespace``: the characters to strip (None: Rust's whitespace, which is Python's but
+    for \\x1c-\\x1f, and faster)."""
     value = _col(column).str.strip_chars(whitespace)
     if controls:
         value = value.str.replace_all(typed.CONTROLS, "").str.strip_chars(PY_WHITESPACE)
-    return pl.when(value != "").then(value)
+    return value
 
 
 class BlockMapper:
@@ -225,14 +226,14 @@ class BlockMapper:
                 email_steps += [[] for _ in range(4)]
                 for i, step in enumerate(typed.json_form(f"v_{f.column}", f.kind, f"j_{f.column}")):
                     email_steps[i] += step
-                checks.append(_col(f"v_{f.column}").is_null() | _col(f"j_{f.column}_ok"))
+                checks.append(~present(_col(f"v_{f.column}")) | _col(f"j_{f.column}_ok"))
         for i, step in enumerate(email_steps, start=1):
             if i == len(stages):
                 stages.append([])
             stages[i] += step
-        flags = [pl.all_horizontal(checks).alias("ok"), _col("email").is_null().alias("missing")]
+        flags = [pl.all_horizontal(checks).alias("ok"), ~present(_col("email")).alias("missing")]
         if self._phone is not None:
-            flags.append(_col("phone_raw").is_not_null().alias("has_phone"))
+            flags.append(present(_col("phone_raw")).alias("has_phone"))
         stages.append(flags)
         return [stage for stage in stages if stage]
 
