@@ -33,7 +33,6 @@ from shared.mapping.emails import normalised_email, plain_email
 from shared.mapping.phone_columns import (
     PHONE_PADDED,
     PHONE_SIZE,
-    PHONE_TEXT,
     PhoneAnswers,
     PhoneColumns,
     phone_stages,
@@ -150,16 +149,10 @@ class BlockMapper:
         self._json = ProfileJson(
             self._top, self._location, self._properties, phone=self._phone is not None
         )
-        # What map() reads of the stage query: its other columns are intermediates.
-        fields = (*self._top, *self._location, *self._properties)
-        self._kept = list(
-            dict.fromkeys(
-                ["ok", "missing", "email_norm", *(f"v_{f.column}" for f in fields)]
-                + [f"j_{f.column}" for f in fields if f.kind != "string"]
-            )
-        )
+        # What map() and the JSON read of the stage query: the rest are intermediates.
+        self._kept = ["ok", "missing", *self._json.inputs]
         if self._phone is not None:
-            self._kept += ["has_phone", PHONE_TEXT, PHONE_SIZE, PHONE_PADDED]
+            self._kept += [PHONE_SIZE, PHONE_PADDED]
 
     def map(self, block: RowBlock) -> MappedBlock:
         """The block's profiles (in input order) and rejected rows (in line order)."""

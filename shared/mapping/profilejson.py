@@ -91,6 +91,15 @@ class ProfileJson:
                 for f in (*top, *location, *properties)
             )
         )
+        # The mapper's columns that profiles() reads (the shape tests every piece's value).
+        fields = (*top, *location, *properties)
+        self.inputs = list(
+            dict.fromkeys(
+                ["email_norm", *(["has_phone", PHONE_TEXT] if phone else [])]
+                + [f"v_{f.column}" for f in fields]
+                + [f"j_{f.column}" for f in fields if f.kind != "string"]
+            )
+        )
 
     def shape(self) -> pl.Expr:
         """Which pieces each row has, as bits (bit 0 the first piece)."""
