@@ -26,7 +26,8 @@ from shared.damage import damaged_records, has_controls, skipped
 from shared.download import Prefetcher, text_codec, utf8_chunks
 from shared.engine import pl
 from shared.errors import InputError
-from shared.records import ByteSource, CsvDialect, ExactRecords, ExactResult, Scan, scan_block
+from shared.exactrecords import ExactRecords, ExactResult
+from shared.records import ByteSource, CsvDialect, Scan, scan_block
 from shared.structure import check_partitions, header_difference
 
 if TYPE_CHECKING:

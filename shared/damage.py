@@ -3,7 +3,7 @@
 The block reader hands each block's record table here: a record with bytes that are not
 valid in the file's encoding (``undecodable_row``), or with a field over csv.reader's
 131,072-character limit (``field_too_large``), is rejected and the block reads on. A record
-too large to hold is passed over streamed (``records.skip_record``): rejected whole, or
+too large to hold is passed over streamed (``exactrecords.skip_record``): rejected whole, or
 line by line when the file ends inside it (``unterminated_quote``). Rejects are
 ``(line, code, detail)``; details name fields by position and never quote values.
 """
@@ -16,17 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.records import (
+from shared.exactrecords import (
     FIELD_LIMIT,
     SURROGATES,
-    ByteSource,
-    CsvDialect,
-    Scan,
-    byte_positions,
     skip_record,
     undecodable_detail,
     unterminated_detail,
 )
+from shared.records import ByteSource, CsvDialect, Scan, byte_positions
 
 __all__ = ["Damage", "damaged_records", "has_controls", "is_utf8", "skipped"]
 

@@ -33,8 +33,8 @@ from shared.importjobs import ImportJobs, JobOptions
 from shared.klaviyo import KlaviyoClient
 from shared.reading import Source, batches, open_source
 from shared.report import RejectsWriter, RunTally, build_report
+from shared.statestore import SyncStateStore
 from shared.sync import SyncOptions, SyncRun
-from shared.syncstate import SyncStateStore
 
 __all__ = ["ExportRun", "RunOptions", "RunStore", "new_run_id", "report_of"]
 

@@ -33,7 +33,6 @@ export's add of them was confirmed, dropped silently if it never was, kept as th
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -45,6 +44,7 @@ from shared.chunked import ChunkedArray, ChunkedStrings, SortedStrings
 from shared.engine import pl
 from shared.guard import GuardVerdict, check_removals
 from shared.keyindex import KeyIndex, KeyMerge
+from shared.settlement import Sends, Settled, key_order
 from shared.syncstate import CONFIRMED, RETRY, StateMeta, SyncState, SyncTarget
 
 __all__ = ["MODES", "KeyIndex", "Leavers", "Planner"]
@@ -112,13 +112,13 @@ class Planner:
         # the completed jobs' keys: appended block by block into big chunks (see
         # shared/chunked.py for why not one array or Series per block), full ones spilled
         # to temporary files until the reading is over.
-        self._sent = _Sends(np.intp, np.uint64, np.uint8)
-        self._joined = _Sends(np.uint64, np.uint64)
+        self._sent = Sends(np.intp, np.uint64, np.uint8)
+        self._joined = Sends(np.uint64, np.uint64)
         self._joined_emails = ChunkedStrings(spill=True)
         self._sealed: tuple[U64, U64, SortedStrings] | None = None  # the joiners, by key
         self._confirmed = ChunkedArray(np.uint64, spill=True)
         self._jobs: list[tuple[int, int]] = []  # each completed job: (keys, created_at_ms)
-        self._settled: _Settled | None = None
+        self._settled: Settled | None = None
         # classify() runs in the reader thread and confirm() on the event loop; a report
         # of a failed run may settle the plan while the reader finishes its last block.
         self._lock = threading.Lock()
@@ -290,10 +290,10 @@ class Planner:
         run's end."""
         self._joiners()
 
-    def _settle(self) -> _Settled:
+    def _settle(self) -> Settled:
         with self._lock:
             if self._settled is None:
-                self._settled = _Settled.of(
+                self._settled = Settled.of(
                     self._index, self._sent, self._joiners(), (self._confirmed, self._jobs)
                 )
             return self._settled
@@ -308,7 +308,7 @@ class Planner:
                 # each put in key order a chunk at a time by its place: besides the
                 # sorted keys, only 4 bytes a joiner (their places) are held for it.
                 key_chunks, hash_chunks = self._joined.columns
-                keys, places = _key_order(key_chunks)
+                keys, places = key_order(key_chunks)
                 hashes = hash_chunks.placed(places, len(keys))
                 hash_chunks.clear()
                 emails = self._joined_emails.drain_to(places, len(keys), "email")
@@ -426,132 +426,3 @@ def _pick(emails: pl.Series | list[str], mask: Mask) -> pl.Series:
     if len(at) * 8 < len(emails):  # few joiners: cheaper than converting the whole block
         return pl.Series([emails[i] for i in at], dtype=pl.String)
     return pl.Series(emails, dtype=pl.String).filter(pl.Series(mask))
-
-
-class _Sends:
-    """Aligned columns appended a block at a time."""
-
-    __slots__ = ("columns",)
-
-    def __init__(self, *dtypes: Any) -> None:
-        self.columns = tuple(ChunkedArray(dtype, spill=True) for dtype in dtypes)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(c.nbytes for c in self.columns)
-
-    def append(self, *values: npt.NDArray[Any]) -> None:
-        for column, value in zip(self.columns, values, strict=True):
-            column.append(value)
-
-
-@dataclass(frozen=True, slots=True)
-class _Settled:
-    """The run's sends matched with the confirmations of completed jobs."""
-
-    index: npt.NDArray[np.intp]  # in-state sends: the state row,
-    hashes: U64  # the hash sent,
-    kind: npt.NDArray[np.uint8]  # changed / retried / resent,
-    ok: Mask  # confirmed by a job,
-    created: I64  # that job's created_at (ms)
-    joined_keys: U64  # joiners, sorted by key
-    joined_hashes: U64
-    joined_emails: SortedStrings
-    joined_ok: Mask
-    joined_created: I64
-
-    @classmethod
-    def of(
-        cls,
-        state: KeyIndex,
-        sent: _Sends,
-        joined: tuple[U64, U64, SortedStrings],
-        confirmed: tuple[ChunkedArray, list[tuple[int, int]]],
-    ) -> _Settled:
-        index, sent_hashes, kind = (c.to_array() for c in sent.columns)
-        j_keys, j_hashes, j_emails = joined
-        joiners = KeyIndex(j_keys)
-        # Each sent person's earliest confirming job, looked up job by job (a loop over
-        # jobs, not people); _NEVER marks sent and never confirmed.
-        state_created = np.full(len(state), _NEVER, np.int64)
-        joined_created = np.full(len(j_keys), _NEVER, np.int64)
-        chunks, jobs = confirmed
-        for keys, (_, created_at) in zip(_job_keys(chunks, jobs), jobs, strict=True):
-            row, found = state.find(keys)
-            _earliest(state_created, row[found], created_at)
-            row, found = joiners.find(keys[~found])
-            _earliest(joined_created, row[found], created_at)
-        del joiners  # its directory (64 MB at 10M joiners) before the columns below
-        created = state_created[index]
-        del state_created
-        ok, joined_ok = created != _NEVER, joined_created != _NEVER
-        # In place: a copy of the joiners' times was 80 MB more at 10M (measured).
-        created[~ok] = 0
-        joined_created[~joined_ok] = 0
-        return cls(
-            index=index,
-            hashes=sent_hashes,
-            kind=kind,
-            ok=ok,
-            created=created,
-            joined_keys=j_keys,
-            joined_hashes=j_hashes,
-            joined_emails=j_emails,
-            joined_ok=joined_ok,
-            joined_created=joined_created,
-        )
-
-
-_NEVER: Final = np.iinfo(np.int64).max
-
-
-def _job_keys(chunks: ChunkedArray, jobs: list[tuple[int, int]]) -> Iterator[U64]:
-    """Each completed job's keys, in order, read a chunk at a time: the keys of all jobs
-    as one array were 80 MB at 10M (measured)."""
-    sizes = iter(count for count, _ in jobs)
-    pending: list[U64] = []  # the start of a job that runs on into the next chunk
-    want = next(sizes, None)
-    for chunk in chunks.chunks():
-        at = 0
-        while want is not None and at < len(chunk):
-            have = sum(len(p) for p in pending)
-            take = min(want - have, len(chunk) - at)
-            pending.append(chunk[at : at + take])
-            at += take
-            if have + take == want:
-                yield pending[0] if len(pending) == 1 else np.concatenate(pending)
-                pending, want = [], next(sizes, None)
-    while want == 0:  # jobs that confirmed nobody, after the last key
-        yield np.empty(0, np.uint64)
-        want = next(sizes, None)
-
-
-def _earliest(created: I64, rows: npt.NDArray[np.integer], created_at: int) -> None:
-    # One job's keys are distinct, so plain fancy indexing is safe here.
-    created[rows] = np.minimum(created[rows], created_at)
-
-
-def _key_order(chunks: ChunkedArray) -> tuple[U64, npt.NDArray[np.integer]]:
-    """The keys sorted, and each one's place among them (-1: a repeat, left out); the
-    chunks are cleared. Defensive: a key sent twice (the run-wide dedupe makes that
-    impossible) keeps its first send, so the next state has one row per person."""
-    keys = chunks.to_array()
-    chunks.clear()
-    order = np.argsort(keys, kind="stable")
-    places = np.empty(len(keys), np.int32 if len(keys) < 2**31 else np.int64)
-    places[order] = np.arange(len(keys), dtype=places.dtype)
-    # The sorted keys put by their places once the order (8 bytes a key) is gone: at
-    # most two copies of the keys and the places are held (+200 MB at 10M, was 240).
-    del order
-    ordered = np.empty_like(keys)
-    ordered[places] = keys
-    del keys
-    distinct = np.ones(len(ordered), bool)
-    np.not_equal(ordered[1:], ordered[:-1], out=distinct[1:])
-    if distinct.all():
-        return ordered, places
-    # A repeat sorts after its first send (a stable sort): renumber the places of the
-    # distinct keys, and leave the repeats out.
-    renumbered = np.cumsum(distinct, dtype=places.dtype) - 1
-    renumbered[~distinct] = -1
-    return ordered[distinct], renumbered[places]

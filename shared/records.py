@@ -9,7 +9,7 @@ each to polars. Three things must be exact for that, and all come from this modu
   quoting puts it: an opening quote at the start of a field, a closing one before a
   delimiter, a line end or a doubled quote. ``csv.reader`` (strict=False) reads a quote
   anywhere else as text, so a block with such a quote is not split by parity: its records
-  from that quote on are read by ``csv.reader`` itself (:class:`ExactRecords`).
+  from that quote on are read by ``csv.reader`` itself (shared/exactrecords.py).
 - **Line numbers.** A record's line is the physical line it starts on, counting ``\\n``,
   ``\\r\\n`` and a lone ``\\r`` as line ends (as ``TextIOWrapper(newline="")`` does), also
   inside quoted values. polars reads a lone ``\\r`` as data, so one that ends a record is
@@ -33,26 +33,21 @@ import numpy as np
 from shared.errors import InputError
 
 __all__ = [
-    "FIELD_LIMIT",
-    "SURROGATES",
+    "LINE_END",
     "ByteSource",
     "CsvDialect",
-    "ExactRecords",
-    "ExactResult",
     "Scan",
     "Step",
     "byte_positions",
     "clean_prefix",
     "count_line_ends",
+    "line_ends",
     "scan_block",
-    "skip_record",
     "undecodable",
-    "undecodable_detail",
-    "unterminated_detail",
 ]
 
 _LF, _CR, _QUOTE, _BACKSLASH = 10, 13, 34, 92
-_LINE_END = re.compile(rb"\r\n|\r|\n")
+LINE_END = re.compile(rb"\r\n|\r|\n")
 _SCRATCH = threading.local()
 _SCRATCH_LIMIT = 8 * 1024 * 1024
 
@@ -120,7 +115,7 @@ class Scan:
     plain: np.ndarray | None = None
 
 
-def _line_ends(a: np.ndarray, eof: bool) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
+def line_ends(a: np.ndarray, eof: bool) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
     """Positions of every line end (the ``\\n`` of ``\\r\\n``), of the lone CRs, whether
     there is a C0 control character other than tab, CR and LF, and every byte under 0x20
     (one pass over the bytes finds them all)."""
@@ -188,7 +183,7 @@ def scan_block(
 ) -> Step:
     """The whole records at the start of ``buffer`` (about ``target`` bytes of them)."""
     a = np.frombuffer(buffer, dtype=np.uint8)
-    ends, lone_cr, controls, low = _line_ends(a, eof)
+    ends, lone_cr, controls, low = line_ends(a, eof)
     quotes = byte_positions(a, np.equal, _QUOTE) if dialect.quoting else None
     limit = a.size if quotes is None else clean_prefix(a, quotes, dialect.byte)
     bounds = _boundaries(a, ends, quotes)
@@ -409,150 +404,9 @@ class ByteSource:
         self._end += piece.size
 
 
-FIELD_LIMIT = 131_072  # characters in a field: csv.reader's limit, kept as the rule
-SURROGATES = re.compile("[\udc80-\udcff]")
-
-
-@dataclass(slots=True)
-class ExactResult:
-    """What :meth:`ExactRecords.read` read: rows as ``(line, values)``, records that are
-    not rows as ``(line, code, detail)``, and ``skip``: the source starts at a record too
-    large for csv.reader, for :func:`skip_record` to pass over."""
-
-    records: list[tuple[int, list[str]]]
-    rejects: list[tuple[int, str, str]]
-    skip: bool = False
-
-
-class ExactRecords:
-    """Records read by ``csv.reader`` itself, from a :class:`ByteSource`.
-
-    Used where quote parity cannot decide (see the module docstring). ``read(target)``
-    reads whole records until ``target`` bytes are used or the file ends, blank lines
-    skipped as csv.reader does; the source then starts at the next record, for the
-    parity scan to take up again. Damage becomes rejected records, never an error:
-    bytes that are not UTF-8 (``undecodable_row``), and a quote still open at the end of
-    the file (``unterminated_quote``: every line from the record's first to the end).
-    """
-
-    def __init__(
-        self,
-        source: ByteSource,
-        *,
-        dialect: CsvDialect,
-        name: str,
-        errors: str = "strict",
-        encoding: str = "UTF-8",
-    ) -> None:
-        self._source = source
-        self._dialect = dialect
-        self._name = name
-        self._errors = "surrogateescape" if errors == "strict" else errors
-        self._encoding = encoding  # as the model names it, for reasons
-
-    def read(self, target: int) -> ExactResult:
-        source = self._source
-        result = ExactResult([], [])
-        self._pos = self._record_pos = 0
-        self._line = start = source.line
-        self._open_at_end = False
-        self._lines_of_record: list[int] = []  # its non-blank physical lines
-        reader = csv.reader(self._lines(), **self._dialect.reader_options())
-        while True:
-            try:
-                values = next(reader)
-            except StopIteration:
-                break
-            except csv.Error:  # a field over csv's limit: the record is too large
-                result.skip = True
-                source.consume(self._record_pos, start)
-                return result
-            if self._open_at_end:
-                detail = (
-                    f"a quoted field opened on line {start} is not closed by the end of the file"
-                )
-                result.rejects += [
-                    (line, "unterminated_quote", detail) for line in self._lines_of_record
-                ]
-            elif values:
-                bad = next((i for i, v in enumerate(values) if SURROGATES.search(v)), None)
-                if bad is None:
-                    result.records.append((start, values))
-                else:
-                    detail = undecodable_detail(bad, self._encoding)
-                    result.rejects.append((start, "undecodable_row", detail))
-            start, self._record_pos, self._lines_of_record = self._line, self._pos, []
-            if self._pos >= target:
-                break
-        source.consume(self._pos, self._line)
-        return result
-
-    def _lines(self) -> Iterator[str]:
-        """Physical lines (line end kept), decoded; counts lines and bytes as it goes."""
-        source = self._source
-        while True:
-            buffer, size = source.buffer, len(source)  # the view lasts until more()
-            found = _LINE_END.search(buffer, self._pos)
-            unfinished = found is None or (found.group() == b"\r" and found.end() == size)
-            # No line end yet, or a CR that may be half of a CRLF: read on.
-            if unfinished and source.more():
-                continue
-            if self._pos >= size:
-                self._open_at_end = True  # csv.reader asked for more: a quote is open
-                return
-            end = found.end() if found is not None else size
-            raw = bytes(buffer[self._pos : end])
-            self._pos = end
-            if raw.rstrip(b"\r\n"):
-                self._lines_of_record.append(self._line)
-            self._line += 1
-            yield raw.decode("utf-8", self._errors)
-
-
-def unterminated_detail(line: int) -> str:
-    return f"a quoted field opened on line {line} is not closed by the end of the file"
-
-
-def undecodable_detail(field: int, encoding: str = "UTF-8") -> str:
-    return f"bytes that are not valid {encoding} in field {field + 1}"
-
-
-def skip_record(source: ByteSource, *, quoting: bool) -> tuple[int, list[int], bool]:
-    """Pass over the record the source starts at, too large to read (streamed, never held
-    whole). Returns (its first line, its non-blank lines, whether the file ended inside
-    it: a quote left open); the source then starts at the next record."""
-    first = line = source.line
-    lines: list[int] = []
-    open_ = False
-    while True:
-        a = np.frombuffer(source.buffer, dtype=np.uint8)
-        ends, _, _, _ = _line_ends(a, source.eof)
-        # One line at a time is enough here: this runs only for damaged data.
-        quotes = np.flatnonzero(a == _QUOTE) if quoting else np.empty(0, np.int64)
-        before = np.searchsorted(quotes, ends) if quoting else np.zeros(ends.size, np.int64)
-        parity = (before + open_) & 1
-        starts = np.concatenate(([0], ends[:-1] + 1)) if ends.size else np.empty(0, np.int64)
-        blank = (ends - starts) <= np.where(a[np.maximum(ends - 1, 0)] == _CR, 1, 0)
-        closed = np.flatnonzero(parity == 0)
-        taken = int(closed[0]) + 1 if closed.size else ends.size
-        lines += [line + i for i in np.flatnonzero(~blank[:taken]).tolist()]
-        line += taken
-        if closed.size:
-            source.consume(int(ends[taken - 1]) + 1, line)
-            return first, lines, False
-        used = int(ends[-1]) + 1 if ends.size else 0
-        open_ = bool((int(np.searchsorted(quotes, used)) + open_) & 1) if quoting else False
-        source.consume(used, line)
-        if not source.more():
-            if len(source):  # a last line without a line end
-                lines.append(line)
-                source.consume(len(source), line + 1)
-            return first, lines, True
-
-
 def count_line_ends(data: bytes) -> int:
     """Line ends in ``data`` (CRLF, LF or a lone CR), as TextIOWrapper(newline="") sees them."""
-    return len(_LINE_END.findall(data))
+    return len(LINE_END.findall(data))
 
 
 def undecodable(exc: UnicodeDecodeError, name: str, line: int) -> InputError:

@@ -34,8 +34,8 @@ from shared.runs import BlobRunStore
 from shared.segments import Snapshot, find_latest_snapshot
 from shared.settings import Settings, StorageConnection
 from shared.state import open_state
+from shared.statestore import SyncStateStore
 from shared.storage import blob_service
-from shared.syncstate import SyncStateStore
 
 __all__ = ["check_definition", "key_provider", "run_definition", "segments_container"]
 

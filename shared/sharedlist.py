@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from shared.errors import DefinitionError, NotFoundError
 from shared.state import DefinitionStore
-from shared.syncstate import SyncStateStore
+from shared.statestore import SyncStateStore
 
 __all__ = ["kept_for_others"]
 

@@ -7,11 +7,11 @@
               those another export on the same list still syncs (shared/sharedlist.py)
     save      after the jobs and removals: the next state, only what Klaviyo confirmed
 
-The stages themselves live in shared/plan.py, shared/guard.py, shared/removals.py and
-shared/syncstate.py; this module holds one run's use of them, so the run stays a short
-driver. Completed jobs are handed to the plan as they settle (the event loop only
-appends them; the reader thread that classifies never reads them), and applied when the
-state is built, after the reading has finished.
+The stages themselves live in shared/plan.py, shared/guard.py, shared/removals.py,
+shared/syncstate.py and shared/statestore.py; this module holds one run's use of them, so
+the run stays a short driver. Completed jobs are handed to the plan as they settle (the
+event loop only appends them; the reader thread that classifies never reads them), and
+applied when the state is built, after the reading has finished.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from shared.plan import Leavers, Planner
 from shared.profileblock import ProfileBlock
 from shared.removals import RemovalResult, remove_leavers
 from shared.sharedlist import kept_for_others
-from shared.syncstate import LoadedState, SyncStateStore, SyncTarget
+from shared.statestore import LoadedState, SyncStateStore
+from shared.syncstate import SyncTarget
 
 __all__ = ["SyncOptions", "SyncRun"]
 

@@ -26,7 +26,8 @@ import polars as pl
 from azure.storage.blob import BlobServiceClient
 
 from shared.plan import Planner
-from shared.syncstate import StateMeta, SyncState, SyncStateStore, SyncTarget, email_keys
+from shared.statestore import SyncStateStore
+from shared.syncstate import StateMeta, SyncState, SyncTarget, email_keys
 
 BLOCK = 10_000  # rows per block from the data plane
 JOB = 10_000  # profiles per import job

@@ -95,7 +95,9 @@ print(started.index("shared.engine") < started.index("polars"))
 """
 
 
-@pytest.mark.parametrize("module", ["shared.syncstate", "shared.plan", "function_app"])
+@pytest.mark.parametrize(
+    "module", ["shared.syncstate", "shared.statestore", "shared.plan", "function_app"]
+)
 def test_importing_any_part_first_configures_the_engine_before_polars(module):
     # polars fixes its thread pool and allocator settings on import: whichever module
     # a process imports first, polars must come through shared.engine.

@@ -15,8 +15,8 @@ import orjson
 import pytest
 import xxhash
 
-from devtools.sample_export import COLUMNS as SAMPLE_COLUMNS
-from devtools.sample_export import _RowMaker
+from devtools.sample_rows import COLUMNS as SAMPLE_COLUMNS
+from devtools.sample_rows import RowMaker
 from shared.blocks import RowBlock, column_name
 from shared.definitions import parse_definition
 from shared.engine import pl
@@ -201,7 +201,7 @@ def test_the_benchmark_rows_give_the_row_by_row_profiles():
              "since": {"column": "SignupDate", "type": "date"}}},
     )  # fmt: skip
     columns = [name for name, _ in SAMPLE_COLUMNS]
-    maker = _RowMaker(9, dirty=True, phone_share=0.95)
+    maker = RowMaker(9, dirty=True, phone_share=0.95)
     rows = [maker.row(i) for i in range(8000)]
     options = {"default_region": "US", "region_column": "Country"}
     got = _mapped(BlockMapper(definition.mapping, columns, **options), rows, 3000, flags=True)

@@ -10,7 +10,7 @@ import phonenumbers
 import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from devtools.sample_export import _BAD_PHONES, _PHONES
+from devtools.sample_rows import BAD_PHONES, PHONES
 from shared.engine import pl
 from shared.mapping import phones
 from shared.mapping.phone_columns import PhoneColumns
@@ -50,9 +50,9 @@ def _people_typed(count: int, seed: int) -> list[tuple[str, str]]:
     rng = random.Random(seed)
     samples = []
     for _ in range(count):
-        country = rng.choice(list(_PHONES))
-        maker = rng.choice(_PHONES[country])
-        samples.append((maker(rng) if rng.random() > 0.02 else rng.choice(_BAD_PHONES), country))
+        country = rng.choice(list(PHONES))
+        maker = rng.choice(PHONES[country])
+        samples.append((maker(rng) if rng.random() > 0.02 else rng.choice(BAD_PHONES), country))
     return samples
 
 

@@ -555,7 +555,7 @@ def test_a_seal_in_progress_never_holds_up_the_event_loops_confirm(day1):
 
 def test_jobs_keys_are_read_back_job_by_job_across_chunks():
     from shared.chunked import ChunkedArray
-    from shared.plan import _job_keys
+    from shared.settlement import job_keys
 
     confirmed = ChunkedArray(np.uint64, chunk_bytes=64, spill=True)  # 8 keys a chunk
     counts = [0, 3, 8, 0, 13, 1, 0, 5, 0]
@@ -563,5 +563,5 @@ def test_jobs_keys_are_read_back_job_by_job_across_chunks():
     confirmed.append(keys)
     jobs = [(n, i) for i, n in enumerate(counts)]
     edges = np.cumsum([0, *counts])
-    got = list(_job_keys(confirmed, jobs))
+    got = list(job_keys(confirmed, jobs))
     assert [g.tolist() for g in got] == [keys[a:b].tolist() for a, b in itertools.pairwise(edges)]

@@ -8,7 +8,8 @@ import pytest
 from shared.definitions import parse_definition
 from shared.sharedlist import kept_for_others
 from shared.state import DefinitionStore
-from shared.syncstate import CONFIRMED, SyncState, SyncStateStore, email_keys
+from shared.statestore import SyncStateStore
+from shared.syncstate import CONFIRMED, SyncState, email_keys
 from tests.test_definitions import MINIMAL
 from tests.test_syncstate import meta
 
