@@ -565,3 +565,27 @@ def test_jobs_keys_are_read_back_job_by_job_across_chunks():
     edges = np.cumsum([0, *counts])
     got = list(job_keys(confirmed, jobs))
     assert [g.tolist() for g in got] == [keys[a:b].tolist() for a, b in itertools.pairwise(edges)]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1000, 70_000])
+@pytest.mark.parametrize("repeats", [False, True])
+def test_key_order_sorts_the_keys_and_places_each_where_a_stable_sort_would(
+    n, repeats, monkeypatch
+):
+    from shared.chunked import ChunkedArray
+    from shared.settlement import key_order
+
+    monkeypatch.setattr("shared.settlement._SEARCH_SLICE", 4096)  # many slices at 70k
+    rng = np.random.default_rng(n)
+    keys = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    if repeats and n > 1:
+        keys[rng.integers(0, n, max(1, n // 10))] = keys[0]  # later sends of the first key
+    chunks = ChunkedArray(np.uint64, chunk_bytes=8 * 1000, spill=True)
+    chunks.append(keys)
+    ordered, places = key_order(chunks)
+    assert len(chunks) == 0  # cleared
+    distinct, first = np.unique(keys, return_index=True)
+    assert ordered.tolist() == distinct.tolist()
+    expected = np.full(n, -1)
+    expected[first] = np.arange(len(distinct))  # each key's first send keeps its place
+    assert places.tolist() == expected.tolist()
