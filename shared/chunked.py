@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from shared.engine import pl
 
-__all__ = ["ChunkedArray", "ChunkedStrings"]
+__all__ = ["ChunkedArray", "ChunkedStrings", "SortedStrings", "StringSlices"]
 
 _CHUNK_BYTES = 1 << 19  # 512 KB
 
@@ -378,7 +378,35 @@ def _gather(
     return out
 
 
-class SortedStrings:
+class StringSlices:
+    """A string column handed out a slice at a time (a next state's e-mails, written a
+    row group at a time), never whole in memory unless asked for with :meth:`to_series`.
+    Subclasses give ``name``, ``__len__``, ``nbytes`` and ``slices``."""
+
+    __slots__ = ()
+    name: str
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held for the column (not what its slices will take)."""
+        raise NotImplementedError
+
+    def slices(self, rows: int) -> Iterator[pl.Series]:
+        """The strings in order, as String Series of at most ``rows`` strings."""
+        raise NotImplementedError
+
+    def to_series(self) -> pl.Series:
+        """All the strings as one Series (one chunk a slice)."""
+        parts = list(self.slices(_PART))
+        if not parts:
+            return pl.Series(self.name, [], dtype=pl.String)
+        return pl.concat(parts, rechunk=False)
+
+
+class SortedStrings(StringSlices):
     """Strings in a fixed order in a temporary file, read back a slice at a time (a next
     state's e-mails, sorted by key): a column never whole in memory unless asked for
     with :meth:`to_series`. Made by :meth:`ChunkedStrings.drain_to`."""
@@ -409,13 +437,6 @@ class SortedStrings:
                 data = self._spill.read(offset + begin, int(ends[stop - 1]) - begin)
                 piece = _strings(data, size[start:stop].astype(np.int64))
                 yield piece.cast(pl.String).alias(self.name)
-
-    def to_series(self) -> pl.Series:
-        """All the strings as one Series (a chunk a part)."""
-        parts = list(self.slices(_PART))
-        if not parts:
-            return pl.Series(self.name, [], dtype=pl.String)
-        return pl.concat(parts, rechunk=False)
 
 
 def _strings(data: bytes, size: npt.NDArray[np.int64]) -> pl.Series:

@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from shared.chunked import SortedStrings
+from shared.chunked import SortedStrings, StringSlices
 from shared.engine import pl
 
-__all__ = ["KeyIndex", "KeyMerge"]
+__all__ = ["KeyIndex", "KeyMerge", "MergedStrings"]
 
 U64 = npt.NDArray[np.uint64]
 Mask = npt.NDArray[np.bool_]
@@ -102,15 +103,73 @@ class KeyMerge:
 
     def strings(
         self, column: pl.Series, joined: pl.Series | SortedStrings
-    ) -> pl.Series | SortedStrings:
+    ) -> pl.Series | StringSlices:
+        """The merged string column: handed out a slice at a time as it is written
+        (:class:`MergedStrings`), not gathered whole. At 10M people, a 5 % churn run
+        gathered the stayers' and joiners' e-mails into a new column, beside the state's
+        own and a concatenation of both: it peaked at 1,907 MB."""
         if self.first_run:
             return joined  # as it is: SortedStrings stay on disk until written
-        if isinstance(joined, SortedStrings):
-            joined = joined.to_series()
-        if not len(joined):
-            return column if self.kept is None else column.gather(self.kept)
-        # One gather (a polars gather of String copies the strings) of both at once.
-        source = np.empty(self.size, np.int64)
-        source[self.from_state] = np.arange(len(column)) if self.kept is None else self.kept
-        source[self.joiners_at] = len(column) + np.arange(len(joined))
-        return pl.concat([column, joined]).gather(source)
+        if self.kept is None and not len(joined):
+            return column  # everyone stays, nobody joins: the same column
+        return MergedStrings(column, self.kept, joined, self.from_state)
+
+
+class MergedStrings(StringSlices):
+    """The state's strings where ``kept`` (all when None), merged with the joiners'
+    (both in key order) as ``from_state`` says, made a slice at a time."""
+
+    __slots__ = ("_column", "_from_state", "_joined", "_kept", "name")
+
+    def __init__(
+        self,
+        column: pl.Series,
+        kept: npt.NDArray[np.intp] | None,
+        joined: pl.Series | SortedStrings,
+        from_state: Mask,
+    ) -> None:
+        self._column, self._kept, self._joined, self._from_state = column, kept, joined, from_state
+        self.name = column.name
+
+    def __len__(self) -> int:
+        return len(self._from_state)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._from_state.nbytes)  # the columns merged belong to others
+
+    def slices(self, rows: int) -> Iterator[pl.Series]:
+        joined = _Taker(self._joined, rows)
+        stayed = 0  # the state's rows given out so far
+        for start in range(0, len(self), rows):
+            mine = self._from_state[start : start + rows]
+            n_state = int(np.count_nonzero(mine))
+            at = np.arange(stayed, stayed + n_state)
+            part = self._column.gather(at if self._kept is None else self._kept[at])
+            stayed += n_state
+            if n_state == len(mine):
+                yield part.alias(self.name)
+                continue
+            others = joined.take(len(mine) - n_state)
+            order = np.empty(len(mine), np.int64)
+            order[mine] = np.arange(n_state)
+            order[~mine] = n_state + np.arange(len(mine) - n_state)
+            yield pl.concat([part, others.cast(pl.String)]).gather(order).alias(self.name)
+
+
+class _Taker:
+    """The next n strings of a column, whole or handed out in slices, as a Series."""
+
+    def __init__(self, column: pl.Series | SortedStrings, rows: int) -> None:
+        self._pieces = iter([column]) if isinstance(column, pl.Series) else column.slices(rows)
+        self._held: pl.Series | None = None
+
+    def take(self, n: int) -> pl.Series:
+        out: list[pl.Series] = [pl.Series(dtype=pl.String)] if not n else []
+        while n:
+            if self._held is None or not len(self._held):
+                self._held = next(self._pieces)
+            piece, self._held = self._held[:n], self._held[n:]
+            out.append(piece)
+            n -= len(piece)
+        return out[0] if len(out) == 1 else pl.concat(out)

@@ -1,8 +1,9 @@
-"""A next state written to Parquet while its e-mails are read back from disk.
+"""A next state written to Parquet while its e-mails are made a row group at a time.
 
-A first mirror run of N people ends with N e-mails to write: ~41 bytes each as a polars
-column, ~41 MB at 1M and ~410 MB at 10M. They are sorted into a temporary file while the
-last jobs run (``ChunkedStrings.drain_to``), and here they stream from it into the
+A mirror run of N people ends with N e-mails to write: ~41 bytes each as a polars
+column, ~41 MB at 1M and ~410 MB at 10M. A first run's are sorted into a temporary file
+while the last jobs run (``ChunkedStrings.drain_to``); a later run's are the state's
+stayers merged with its joiners (``keyindex.MergedStrings``). Here they stream into the
 Parquet file a row group at a time, beside slices of the numeric columns, through
 polars' streaming sink.
 """
@@ -14,7 +15,7 @@ from typing import IO, Any
 
 import numpy.typing as npt
 
-from shared.chunked import SortedStrings
+from shared.chunked import StringSlices
 from shared.engine import pl
 
 __all__ = ["write_streamed"]
@@ -22,16 +23,16 @@ __all__ = ["write_streamed"]
 
 def write_streamed(
     out: IO[bytes],
-    columns: Mapping[str, npt.NDArray[Any] | SortedStrings],
+    columns: Mapping[str, npt.NDArray[Any] | StringSlices],
     *,
     row_group_size: int,
     **options: Any,
 ) -> None:
-    """Write ``columns`` (numpy arrays and one SortedStrings, all as long) to ``out`` as
+    """Write ``columns`` (numpy arrays and one StringSlices, all as long) to ``out`` as
     one Parquet file of ``row_group_size``-row groups; ``options`` as for polars'
     ``write_parquet`` (compression, statistics, metadata)."""
-    (text,) = (name for name, column in columns.items() if isinstance(column, SortedStrings))
-    strings: SortedStrings = columns[text]  # type: ignore[assignment]
+    (text,) = (name for name, column in columns.items() if isinstance(column, StringSlices))
+    strings: StringSlices = columns[text]  # type: ignore[assignment]
     arrays = {name: c for name, c in columns.items() if name != text}
     schema = {  # in the columns' order, as the frames have them
         name: pl.String if name == text else pl.Series(arrays[name][:0]).dtype for name in columns

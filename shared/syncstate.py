@@ -25,7 +25,7 @@ import numpy.typing as npt
 import orjson
 import xxhash
 
-from shared.chunked import SortedStrings
+from shared.chunked import StringSlices
 from shared.definitions import ExportDefinition
 from shared.engine import pl
 from shared.errors import ExportError
@@ -176,7 +176,7 @@ class SyncState:
         meta: StateMeta,
         *,
         keys: npt.ArrayLike,
-        emails: pl.Series | Sequence[str] | SortedStrings,
+        emails: pl.Series | Sequence[str] | StringSlices,
         attr_hashes: npt.ArrayLike,
         first_added_ms: npt.ArrayLike,
         flags: npt.ArrayLike,
@@ -185,13 +185,14 @@ class SyncState:
         """Columns in any order; they are sorted by key. Raises ValueError on duplicate
         keys or columns of different lengths. ``copy=False`` adopts fresh arrays that
         nobody else writes to (and makes them read-only), saving a copy of each.
-        ``emails`` as SortedStrings (in the order of ``keys``) stay on disk until asked
-        for: a next state, only written, never holds them whole."""
+        ``emails`` as StringSlices (in the order of ``keys``: on disk, or merged from
+        others) are made a slice at a time when asked for: a next state, only written,
+        never holds them whole."""
         keys_ = np.asarray(keys, dtype=np.uint64)
         others = (emails, attr_hashes, first_added_ms, flags)
         lengths = [
             len(keys_),
-            *(len(c) if isinstance(c, pl.Series | SortedStrings) else np.size(c) for c in others),
+            *(len(c) if isinstance(c, pl.Series | StringSlices) else np.size(c) for c in others),
         ]
         if len(set(lengths)) > 1:
             raise ValueError(
@@ -202,7 +203,7 @@ class SyncState:
             keys_ = keys_[order]
             if not _is_strictly_sorted(keys_):
                 raise ValueError("keys must be unique (one row per person)")
-        if isinstance(emails, SortedStrings) and order is not None:
+        if isinstance(emails, StringSlices) and order is not None:
             emails = emails.to_series()  # put in key order below, with the others
         series = _email_column(emails)
         if order is not None:  # a gather makes new arrays: nothing to copy then
@@ -227,7 +228,7 @@ class SyncState:
     @property
     def emails(self) -> pl.Series:
         """The e-mails in key order (read from disk on first use when they are there)."""
-        if isinstance(self._emails, SortedStrings):
+        if isinstance(self._emails, StringSlices):
             self._emails = self._emails.to_series().alias("email")
         return self._emails
 
@@ -249,7 +250,7 @@ class SyncState:
         """Memory held by the columns."""
         arrays = (self.keys, self.attr_hashes, self.first_added_ms, self.flags)
         emails = self._emails
-        held = emails.nbytes if isinstance(emails, SortedStrings) else emails.estimated_size()
+        held = emails.nbytes if isinstance(emails, StringSlices) else emails.estimated_size()
         return sum(a.nbytes for a in arrays) + int(held)
 
     def equals(self, other: SyncState) -> bool:
@@ -271,7 +272,7 @@ class SyncState:
     def write_parquet(self, out: IO[bytes]) -> None:
         """The state as one Parquet file, written to ``out``."""
         options = {**_PARQUET_OPTIONS, "metadata": {_META_KEY: self.meta.to_json()}}
-        if isinstance(self._emails, SortedStrings):  # streamed from disk, never whole
+        if isinstance(self._emails, StringSlices):  # streamed a slice at a time, never whole
             columns = {
                 c: self._emails if n == "emails" else getattr(self, n) for c, n in _COLUMNS.items()
             }
@@ -304,9 +305,9 @@ class SyncState:
             raise SyncStateError(f"{source}: inconsistent sync state ({exc})") from None
 
 
-def _email_column(emails: pl.Series | Sequence[str] | SortedStrings) -> pl.Series | SortedStrings:
-    if isinstance(emails, SortedStrings):
-        return emails  # no nulls: ChunkedStrings refuses them
+def _email_column(emails: pl.Series | Sequence[str] | StringSlices) -> pl.Series | StringSlices:
+    if isinstance(emails, StringSlices):
+        return emails  # no nulls: ChunkedStrings refuses them, a loaded state has none
     series = emails if isinstance(emails, pl.Series) else pl.Series(emails, dtype=pl.String)
     # As given: a next state, only written, need not be one chunk (a rechunk copies
     # every view: +16 MB at 1M); a loaded one is made one (see from_parquet).

@@ -589,3 +589,37 @@ def test_key_order_sorts_the_keys_and_places_each_where_a_stable_sort_would(
     expected = np.full(n, -1)
     expected[first] = np.arange(len(distinct))  # each key's first send keeps its place
     assert places.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("joiners", [0, 1, 37, 400])
+@pytest.mark.parametrize("on_disk", [False, True])
+@pytest.mark.parametrize("keep_all", [False, True])
+def test_merged_strings_come_out_in_key_order_a_slice_at_a_time(joiners, on_disk, keep_all):
+    from shared.chunked import ChunkedStrings
+    from shared.keyindex import KeyMerge
+
+    rng = np.random.default_rng(joiners)
+    everyone = np.unique(rng.integers(0, 2**64 - 1, 1000 + joiners, dtype=np.uint64))
+    is_joiner = np.zeros(len(everyone), bool)
+    is_joiner[rng.permutation(len(everyone))[:joiners]] = True
+    keys, joined_keys = everyone[~is_joiner], everyone[is_joiner]
+    emails = pl.Series("email", [f"s{k}@example.com" for k in keys.tolist()])
+    joined_emails = [f"j{k}@example.com" for k in joined_keys.tolist()]
+    keep = np.ones(len(keys), bool) if keep_all else rng.random(len(keys)) < 0.9
+    joined: pl.Series | object = pl.Series("email", joined_emails, dtype=pl.String)
+    if on_disk:  # as a run's joiners are: drained to a file, in key order
+        store = ChunkedStrings(chunk_bytes=200, spill=True)
+        store.append(joined)
+        joined = store.drain_to(np.arange(joiners, dtype=np.int32), joiners, "email")
+    merge = KeyMerge(keys, keep, joined_keys)
+    merged = merge.strings(emails, joined)
+    by_key = dict(zip(keys[keep].tolist(), emails.filter(pl.Series(keep)).to_list(), strict=True))
+    by_key.update(zip(joined_keys.tolist(), joined_emails, strict=True))
+    expected = [by_key[k] for k in sorted(by_key)]
+    if keep_all and not joiners:  # everyone stayed and nobody joined: the column itself
+        assert merged is emails and expected == emails.to_list()
+        return
+    assert merged.to_series().to_list() == expected
+    pieces = list(merged.slices(64))  # many slices, joiners spread across them
+    assert all(len(p) <= 64 for p in pieces)
+    assert pl.concat(pieces).to_list() == expected
