@@ -594,9 +594,13 @@ def test_key_order_sorts_the_keys_and_places_each_where_a_stable_sort_would(
 @pytest.mark.parametrize("joiners", [0, 1, 37, 400])
 @pytest.mark.parametrize("on_disk", [False, True])
 @pytest.mark.parametrize("keep_all", [False, True])
-def test_merged_strings_come_out_in_key_order_a_slice_at_a_time(joiners, on_disk, keep_all):
+def test_merged_strings_come_out_in_key_order_a_slice_at_a_time(
+    joiners, on_disk, keep_all, monkeypatch
+):
     from shared.chunked import ChunkedStrings
     from shared.keyindex import KeyMerge
+
+    monkeypatch.setattr("shared.keyindex._MERGE_SLICE", 7)  # numbers merged 7 rows at a time
 
     rng = np.random.default_rng(joiners)
     everyone = np.unique(rng.integers(0, 2**64 - 1, 1000 + joiners, dtype=np.uint64))
@@ -616,6 +620,7 @@ def test_merged_strings_come_out_in_key_order_a_slice_at_a_time(joiners, on_disk
     by_key = dict(zip(keys[keep].tolist(), emails.filter(pl.Series(keep)).to_list(), strict=True))
     by_key.update(zip(joined_keys.tolist(), joined_emails, strict=True))
     expected = [by_key[k] for k in sorted(by_key)]
+    assert merge(keys, joined_keys).tolist() == sorted(by_key)  # the numbers, likewise
     if keep_all and not joiners:  # everyone stayed and nobody joined: the column itself
         assert merged is emails and expected == emails.to_list()
         return
