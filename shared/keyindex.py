@@ -84,7 +84,7 @@ class KeyMerge:
 
     def __init__(self, keys: U64, keep: Mask, joined_keys: U64) -> None:
         # The state's rows left out (few: the leavers), not the many kept: each kept row's
-        # place is worked out from them when it is copied (kept_index), so no index of
+        # place is worked out from them when it is copied (windows), so no index of
         # every kept row (8 bytes each) nor a copy of their keys is held.
         dropped = np.flatnonzero(~keep)
         self._dropped_before = dropped - np.arange(len(dropped))  # kept rows before each
@@ -97,30 +97,33 @@ class KeyMerge:
         # each joiner: the state's rows before it, less the dropped ones among them.
         before = np.searchsorted(keys, joined_keys)
         before -= np.searchsorted(dropped, before)
-        self._kept_before = before
         self.joiners_at = before + np.arange(len(joined_keys))
         self.from_state = np.ones(self.size, bool)
         self.from_state[self.joiners_at] = False
 
-    def kept_index(self, ranks: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        """The state's row of each kept row, by its rank among the kept ones."""
-        if not len(self._dropped_before):
-            return ranks
-        return ranks + np.searchsorted(self._dropped_before, ranks, side="right")
+    def windows(self, rows: int) -> Iterator[tuple[int, Mask, npt.NDArray[np.int64]]]:
+        """The merged rows ``rows`` at a time: each window's start, which of its rows
+        come from the state, and those rows' places in the state."""
+        stayed = 0  # the state's kept rows given out so far
+        for start in range(0, self.size, rows):
+            mine = self.from_state[start : start + rows]
+            ranks = np.arange(stayed, stayed + int(np.count_nonzero(mine)))
+            stayed += len(ranks)
+            # A kept row's place: its rank, plus the dropped rows before it.
+            if len(self._dropped_before):
+                ranks += np.searchsorted(self._dropped_before, ranks, side="right")
+            yield start, mine, ranks
 
     def __call__(self, column: npt.NDArray[Any], joined: npt.NDArray[Any]) -> Any:
         if self.first_run:
             return joined
         out = np.empty(self.size, column.dtype)
-        # A slice of the kept rows at a time, each put after the joiners that precede it:
-        # copying them all at once (column[kept] into out[from_state]) made a copy of the
-        # kept rows for a moment, 76 MB a column at 10M, beside an index of every kept
-        # row held through the merge and a copy of their keys (76 MB each).
-        kept = self.size - len(joined)
-        for start in range(0, kept, _MERGE_SLICE):
-            ranks = np.arange(start, min(start + _MERGE_SLICE, kept))
-            at = ranks + np.searchsorted(self._kept_before, ranks, side="right")
-            out[at] = column[self.kept_index(ranks)]
+        # A window at a time: copying the kept rows all at once (column[kept] into
+        # out[from_state]) made a copy of them for a moment, 76 MB a column at 10M,
+        # beside an index of every kept row held through the merge and a copy of their
+        # keys (76 MB each).
+        for start, mine, rows in self.windows(_MERGE_SLICE):
+            out[start : start + len(mine)][mine] = column[rows]
         out[self.joiners_at] = joined
         return out
 
@@ -158,13 +161,9 @@ class MergedStrings(StringSlices):
         return 0  # the columns merged, and the merge, belong to others
 
     def slices(self, rows: int) -> Iterator[pl.Series]:
-        joined, merge = _Taker(self._joined, rows), self._merge
-        stayed = 0  # the state's rows given out so far
-        for start in range(0, len(self), rows):
-            mine = merge.from_state[start : start + rows]
-            n_state = int(np.count_nonzero(mine))
-            part = self._column.gather(merge.kept_index(np.arange(stayed, stayed + n_state)))
-            stayed += n_state
+        joined = _Taker(self._joined, rows)
+        for _, mine, state_rows in self._merge.windows(rows):
+            part, n_state = self._column.gather(state_rows), len(state_rows)
             if n_state == len(mine):
                 yield part.alias(self.name)
                 continue
@@ -183,7 +182,8 @@ class _Taker:
         self._held: pl.Series | None = None
 
     def take(self, n: int) -> pl.Series:
-        out: list[pl.Series] = [pl.Series(dtype=pl.String)] if not n else []
+        """``n`` strings (n > 0)."""
+        out: list[pl.Series] = []
         while n:
             if self._held is None or not len(self._held):
                 self._held = next(self._pieces)

@@ -145,7 +145,7 @@ def key_order(chunks: ChunkedArray) -> tuple[U64, npt.NDArray[np.integer]]:
     if len(ordered) > 1 and not bool(np.all(ordered[1:] != ordered[:-1])):
         del ordered
         return _key_order_with_repeats(chunks)
-    places = np.empty(len(ordered), np.int32 if len(ordered) < 2**31 else np.int64)
+    places = _places(len(ordered))
     at = 0
     # A sixteenth of the keys at a time: the searches, in key order, then land close
     # together in the sorted keys (at 10M, slices of 1M keys took 1.3 s, of 64k 2.4 s,
@@ -163,8 +163,14 @@ def key_order(chunks: ChunkedArray) -> tuple[U64, npt.NDArray[np.integer]]:
 _SEARCH_SLICE = 1 << 17  # keys placed at once by key_order, at least
 
 
+def _places(n: int) -> npt.NDArray[np.integer]:
+    """Room for ``n`` places: 4 bytes each while they fit."""
+    return np.empty(n, np.int32 if n < 2**31 else np.int64)
+
+
 def _slices(chunks: ChunkedArray, size: int) -> Iterator[U64]:
-    """The chunks' values in order, ``size`` at a time (the last slice shorter)."""
+    """The chunks' values in order, whole chunks at a time, at least ``size`` values a
+    slice but for the last."""
     pending: list[U64] = []
     held = 0
     for chunk in chunks.chunks():
@@ -183,7 +189,7 @@ def _key_order_with_repeats(chunks: ChunkedArray) -> tuple[U64, npt.NDArray[np.i
     keys = chunks.to_array()
     chunks.clear()
     order = np.argsort(keys, kind="stable")
-    places = np.empty(len(keys), np.int32 if len(keys) < 2**31 else np.int64)
+    places = _places(len(keys))
     places[order] = np.arange(len(keys), dtype=places.dtype)
     del order
     ordered = np.empty_like(keys)
